@@ -1,0 +1,180 @@
+//! `POST /v1/messages` and `GET /v1/messages/{id}`.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::auth::Account;
+use super::error::ApiError;
+use super::json::ApiJson;
+use crate::compliance::Submission;
+use crate::encoding::Encoding;
+use crate::message::{ErrorInfo, Kind, Message, MessageId, Status};
+
+/// Body of `POST /v1/messages`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SendRequest {
+    /// Recipient, E.164.
+    pub to: String,
+    /// Sender id.
+    pub from: String,
+    /// Text (UTF-8).
+    pub text: String,
+    /// Priority class; `transactional` when absent.
+    #[serde(default)]
+    pub kind: Option<Kind>,
+    /// Validity in seconds.
+    #[serde(default)]
+    pub validity_s: Option<u64>,
+    /// Webhook target.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// Client's reference.
+    #[serde(default)]
+    pub client_ref: Option<String>,
+    /// Scheduled send time (RFC 3339).
+    #[serde(default)]
+    pub send_at: Option<DateTime<Utc>>,
+}
+
+/// Body of the 202 response.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SendResponse {
+    /// Message id.
+    pub id: String,
+    /// `queued` or `scheduled`.
+    pub status: Status,
+    /// Number of SMS segments.
+    pub segments: u32,
+    /// `gsm7` or `ucs2`.
+    pub encoding: Encoding,
+    /// Recipient's country (ISO alpha-2).
+    pub country: String,
+}
+
+/// Body of `GET /v1/messages/{id}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MessageView {
+    /// Message id.
+    pub id: String,
+    /// Recipient.
+    pub to: String,
+    /// Sender.
+    pub from: String,
+    /// Kind.
+    pub kind: Kind,
+    /// Current status.
+    pub status: Status,
+    /// Segment count.
+    pub segments: u32,
+    /// Segments with a delivered receipt.
+    pub segments_delivered: u32,
+    /// Encoding.
+    pub encoding: Encoding,
+    /// Recipient's country.
+    pub country: String,
+    /// Client's reference.
+    pub client_ref: Option<String>,
+    /// Carrier that took it.
+    pub carrier: Option<String>,
+    /// SMSC ids, one per accepted segment.
+    pub smsc_message_ids: Vec<String>,
+    /// Why it failed, if it did.
+    pub error: Option<ErrorInfo>,
+    /// Accepted at.
+    pub created_at: DateTime<Utc>,
+    /// Scheduled for.
+    pub send_at: Option<DateTime<Utc>>,
+    /// Not submitted after.
+    pub expires_at: DateTime<Utc>,
+    /// Every segment accepted by the carrier at.
+    pub submitted_at: Option<DateTime<Utc>>,
+    /// Final status reached at.
+    pub done_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Message> for MessageView {
+    fn from(m: &Message) -> Self {
+        Self {
+            id: m.id.to_string(),
+            to: m.to.clone(),
+            from: m.from.clone(),
+            kind: m.kind,
+            status: m.status,
+            segments: m.segments.len() as u32,
+            segments_delivered: m
+                .segments
+                .iter()
+                .filter(|s| s.state == crate::message::SegmentState::Delivered)
+                .count() as u32,
+            encoding: m.encoding,
+            country: m.country.clone(),
+            client_ref: m.client_ref.clone(),
+            carrier: m.carrier.clone(),
+            smsc_message_ids: m.smsc_message_ids(),
+            error: m.error.clone(),
+            created_at: m.created_at,
+            send_at: m.send_at,
+            expires_at: m.expires_at,
+            submitted_at: m.submitted_at,
+            done_at: m.done_at,
+        }
+    }
+}
+
+/// `POST /v1/messages`: admit, store (durably, before answering), answer 202.
+pub async fn send(
+    State(state): State<AppState>,
+    Account(account): Account,
+    ApiJson(req): ApiJson<SendRequest>,
+) -> Result<(StatusCode, Json<SendResponse>), ApiError> {
+    if req.text.is_empty() {
+        return Err(ApiError::malformed("text must not be empty."));
+    }
+    let kind = req.kind.unwrap_or(Kind::Transactional);
+    let now = Utc::now();
+    let new = state.admission.admit(
+        Submission {
+            account: account.to_string(),
+            to: req.to,
+            from: req.from,
+            text: req.text,
+            kind,
+            validity_s: req.validity_s,
+            send_at: req.send_at,
+            client_ref: req.client_ref,
+            callback_url: req.callback_url,
+        },
+        now,
+    )?;
+    let concat_ref = state.concat_ref.fetch_add(1, Ordering::Relaxed);
+    let message = Message::new(new, now, concat_ref);
+    let response = SendResponse {
+        id: message.id.to_string(),
+        status: message.status,
+        segments: message.segments.len() as u32,
+        encoding: message.encoding,
+        country: message.country.clone(),
+    };
+    state.queue.enqueue(vec![message]).await?;
+    state.metrics.accepted.with_label_values(&[kind.as_str()]).inc();
+    Ok((StatusCode::ACCEPTED, Json(response)))
+}
+
+/// `GET /v1/messages/{id}`: the message's status; another account's id is 404.
+pub async fn get(
+    State(state): State<AppState>,
+    Account(account): Account,
+    Path(id): Path<String>,
+) -> Result<Json<MessageView>, ApiError> {
+    let id: MessageId = id.parse().map_err(|_| ApiError::not_found("message"))?;
+    match state.queue.get(id).await? {
+        Some(m) if *m.account == *account => Ok(Json(MessageView::from(&m))),
+        _ => Err(ApiError::not_found("message")),
+    }
+}

@@ -1,0 +1,80 @@
+//! The HTTP API (axum on hyper): the pipeline's source. Requests are
+//! authenticated, parsed, admitted by [`crate::compliance`] and handed to the
+//! [`crate::queue`]; the contract is `shared/spec/http-api.md`.
+//!
+//! [`router`] is the stage's public entry.
+
+pub mod auth;
+pub mod error;
+mod json;
+pub mod messages;
+mod ops;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::middleware::map_response_with_state;
+use axum::response::Response;
+use axum::routing::{get, post};
+
+use crate::compliance::Admission;
+use crate::metrics::Metrics;
+use crate::queue::Queue;
+
+pub use auth::Accounts;
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// API keys → accounts.
+    pub accounts: Arc<Accounts>,
+    /// Admission checks.
+    pub admission: Arc<Admission>,
+    /// Where accepted messages go.
+    pub queue: Arc<Queue>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Carrier binds currently up (readiness).
+    pub binds_up: Arc<AtomicUsize>,
+    /// Next concatenation reference (wraps at 256).
+    pub concat_ref: Arc<AtomicU8>,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+}
+
+/// The API's routes with their layers.
+pub fn router(state: AppState) -> Router {
+    // Let the body limit be enforced by our extractor's 413 (the default
+    // axum limit is 2 MB; ours comes from config).
+    let limit = DefaultBodyLimit::max(state.max_body_bytes);
+    Router::new()
+        .route("/v1/messages", post(messages::send))
+        .route("/v1/messages/{id}", get(messages::get))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(limit)
+        .layer(map_response_with_state(state.clone(), count_rejections))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// Counts every error response by its code (`smsgate_messages_rejected_total`).
+async fn count_rejections(State(state): State<AppState>, response: Response) -> Response {
+    if let Some(error::ErrorCode(code)) = response.extensions().get::<error::ErrorCode>() {
+        state.metrics.rejected.with_label_values(&[code]).inc();
+    }
+    response
+}

@@ -1,0 +1,126 @@
+//! The carrier stage: SMPP sessions that take messages from the queue and
+//! submit them, and hand every inbound deliver_sm (receipts, MO) to the DLR
+//! stage.
+//!
+//! [`Carriers`] is the stage's public entry: it starts `binds` transceiver
+//! sessions per configured carrier, each supervised (reconnect with backoff,
+//! in-flight messages requeued, never lost) by [`session`].
+
+pub mod pdu;
+mod session;
+mod submit;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rusmpp::pdus::{DeliverSm, DeliverSmResp};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CarrierConfig;
+use crate::metrics::Metrics;
+use crate::queue::Queue;
+
+/// A deliver_sm the SMSC sent us, with the means to acknowledge it.
+pub struct Inbound {
+    /// Carrier it came from.
+    pub carrier: Arc<str>,
+    /// The PDU.
+    pub deliver_sm: DeliverSm,
+    /// Sends the deliver_sm_resp; call it once the PDU is handled.
+    pub ack: DeliverAck,
+}
+
+/// Acknowledges one deliver_sm on the session it arrived on.
+pub struct DeliverAck {
+    client: rusmppc::Client,
+    sequence_number: u32,
+}
+
+impl DeliverAck {
+    /// Sends deliver_sm_resp (ESME_ROK). If the session has died meanwhile the
+    /// SMSC will redeliver, so a failure here is only logged.
+    pub async fn send(self) {
+        if let Err(e) = self
+            .client
+            .deliver_sm_resp(self.sequence_number, DeliverSmResp::default())
+            .await
+        {
+            tracing::debug!(error = %e, "deliver_sm_resp not sent (session gone)");
+        }
+    }
+}
+
+/// What every bind of every carrier shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub queue: Arc<Queue>,
+    pub inbound: mpsc::Sender<Inbound>,
+    pub metrics: Arc<Metrics>,
+    pub binds_up: Arc<AtomicUsize>,
+    /// Cancelled to stop taking new work (graceful shutdown).
+    pub stop: CancellationToken,
+    /// How long a stopping bind waits for in-flight submits before unbinding.
+    pub grace: Duration,
+}
+
+/// The running SMPP sessions of every carrier.
+pub struct Carriers {
+    binds_up: Arc<AtomicUsize>,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Carriers {
+    /// Starts every bind of every carrier. Inbound deliver_sm go to `inbound`.
+    pub fn start(
+        carriers: &[CarrierConfig],
+        queue: Arc<Queue>,
+        inbound: mpsc::Sender<Inbound>,
+        metrics: Arc<Metrics>,
+        grace: Duration,
+    ) -> Self {
+        let binds_up = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let shared = Shared {
+            queue,
+            inbound,
+            metrics,
+            binds_up: binds_up.clone(),
+            stop: stop.clone(),
+            grace,
+        };
+        let mut tasks = JoinSet::new();
+        for config in carriers {
+            let config = Arc::new(config.clone());
+            for index in 0..config.binds {
+                let bind = session::Bind::new(config.clone(), index, shared.clone());
+                tasks.spawn(bind.run());
+            }
+        }
+        Self {
+            binds_up,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Number of binds currently bound.
+    pub fn binds_up(&self) -> usize {
+        self.binds_up.load(Ordering::Relaxed)
+    }
+
+    /// A cheap handle that reports the number of binds up (for readiness).
+    pub fn binds_up_handle(&self) -> Arc<AtomicUsize> {
+        self.binds_up.clone()
+    }
+
+    /// Stops taking messages, lets in-flight submits finish (up to the grace
+    /// period; unfinished ones are requeued), unbinds and waits for every bind.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

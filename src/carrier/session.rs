@@ -1,0 +1,308 @@
+//! One SMPP transceiver bind, supervised: connect, bind, pump messages from
+//! the queue through a window of in-flight submits, read inbound PDUs, and on
+//! any failure reconnect with exponential backoff. A message in flight when the
+//! link drops fails its submit with a connection error and goes back to the
+//! queue, so nothing accepted is lost.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use rand::Rng;
+use rusmpp::Pdu;
+use rusmpp::pdus::BindTransceiver;
+use rusmpp::types::COctetString;
+use rusmpp::values::{InterfaceVersion, Npi, Ton};
+use rusmppc::{Client, ConnectionBuilder, Event};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::submit::submit_message;
+use super::{DeliverAck, Inbound, Shared};
+use crate::config::CarrierConfig;
+use crate::message::{Message, Transition};
+
+/// Why a connect/bind attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum BindError {
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("invalid bind credentials in config: {0}")]
+    Credentials(String),
+    #[error(transparent)]
+    Smpp(#[from] rusmppc::error::Error),
+}
+
+/// A bind field from config, checked against its SMPP length limit.
+fn credential<const N: usize>(field: &str, value: &str) -> Result<COctetString<1, N>, BindError> {
+    COctetString::from_str(value).map_err(|e| BindError::Credentials(format!("{field}: {e}")))
+}
+
+/// One bind of one carrier.
+pub(crate) struct Bind {
+    config: Arc<CarrierConfig>,
+    carrier: Arc<str>,
+    label: String,
+    shared: Shared,
+}
+
+impl Bind {
+    pub(crate) fn new(config: Arc<CarrierConfig>, index: u32, shared: Shared) -> Self {
+        Self {
+            carrier: Arc::from(config.name.as_str()),
+            label: index.to_string(),
+            config,
+            shared,
+        }
+    }
+
+    /// Runs until the gateway stops: bind, serve, and reconnect with backoff.
+    pub(crate) async fn run(self) {
+        let min = Duration::from_millis(self.config.reconnect_min_ms.max(1));
+        let max = Duration::from_millis(self.config.reconnect_max_ms).max(min);
+        let mut delay = min;
+        while !self.shared.stop.is_cancelled() {
+            match self.connect().await {
+                Ok((client, events)) => {
+                    delay = min;
+                    tracing::info!(carrier = %self.carrier, bind = %self.label, "bound");
+                    self.serve(client, events).await;
+                    tracing::warn!(carrier = %self.carrier, bind = %self.label, "session ended");
+                }
+                Err(e) => {
+                    tracing::warn!(carrier = %self.carrier, bind = %self.label, error = %e, retry_in = ?delay, "bind failed");
+                }
+            }
+            let jittered = delay.mul_f64(rand::rng().random_range(0.5..1.0));
+            tokio::select! {
+                _ = tokio::time::sleep(jittered) => {}
+                _ = self.shared.stop.cancelled() => break,
+            }
+            delay = (delay * 2).min(max);
+        }
+    }
+
+    async fn connect(
+        &self,
+    ) -> Result<(Client, impl Stream<Item = Event> + Unpin + 'static), BindError> {
+        let c = &self.config;
+        let builder = ConnectionBuilder::new()
+            .enquire_link_interval(Duration::from_secs(c.enquire_link_s.max(1)))
+            .enquire_link_response_timeout(c.response_timeout())
+            .response_timeout(c.response_timeout())
+            .disable_interface_version_check();
+        let connect_timeout = Duration::from_secs(c.connect_timeout_s.max(1));
+        let (client, events) = tokio::time::timeout(connect_timeout, builder.connect(&c.url))
+            .await
+            .map_err(|_| BindError::ConnectTimeout(connect_timeout))??;
+        let bind = BindTransceiver::builder()
+            .system_id(credential("system_id", &c.system_id)?)
+            .password(credential("password", &c.password)?)
+            .system_type(credential("system_type", &c.system_type)?)
+            .interface_version(InterfaceVersion::Smpp3_4)
+            .addr_ton(Ton::Unknown)
+            .addr_npi(Npi::Unknown)
+            .address_range(COctetString::empty())
+            .build();
+        client.bind_transceiver(bind).await?;
+        Ok((client, events))
+    }
+
+    /// Serves one bound session until the link drops or the gateway stops.
+    async fn serve(&self, client: Client, events: impl Stream<Item = Event> + Unpin + Send + 'static) {
+        let m = &self.shared.metrics;
+        let labels = [&*self.carrier, self.label.as_str()];
+        m.binds_total.with_label_values(&[&self.carrier]).inc();
+        m.bind_up.with_label_values(&labels).set(1);
+        self.shared.binds_up.fetch_add(1, Ordering::Relaxed);
+
+        // Cancelled when the gateway stops or the connection ends.
+        let done = self.shared.stop.child_token();
+        let reader = tokio::spawn(read_events(
+            events,
+            client.clone(),
+            self.carrier.clone(),
+            self.shared.inbound.clone(),
+            done.clone(),
+        ));
+        let mut inflight = self.dispatch(&client, &done).await;
+
+        if self.shared.stop.is_cancelled() && !client.is_closed() {
+            // Graceful stop: let in-flight submits get their responses, then unbind.
+            let drained = tokio::time::timeout(self.shared.grace, async {
+                while inflight.join_next().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tracing::warn!(carrier = %self.carrier, bind = %self.label, "grace period over; requeueing what is still in flight");
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.unbind()).await;
+            let _ = client.close().await;
+        }
+        // Submits still waiting fail with a connection error and requeue their message.
+        while inflight.join_next().await.is_some() {}
+        let _ = client.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+
+        m.bind_up.with_label_values(&labels).set(0);
+        m.inflight.with_label_values(&labels).set(0);
+        self.shared.binds_up.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Takes messages from the queue while window slots are free, spawning one
+    /// task per message. Returns the tasks still running when `done` fires.
+    async fn dispatch(&self, client: &Client, done: &CancellationToken) -> JoinSet<()> {
+        let window = Arc::new(Semaphore::new(self.config.window as usize));
+        let pause_until: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+        let mut inflight = JoinSet::new();
+        loop {
+            while inflight.try_join_next().is_some() {}
+            let pause = *pause_until.lock().await;
+            if let Some(until) = pause {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = done.cancelled() => break,
+                }
+            }
+            // Hold a slot before leasing, so we never lease what we cannot send.
+            let Some(slot) = acquire(&window, 1, done).await else {
+                break;
+            };
+            let Some(batch) = self.shared.queue.take(1, done).await else {
+                break;
+            };
+            let mut slot = Some(slot);
+            for message in batch {
+                // One window slot per segment (capped at the window size).
+                let need = (message.pending_segments().count().max(1) as u32).min(self.config.window);
+                let permits = match slot.take() {
+                    Some(mut held) if need > 1 => match acquire(&window, need - 1, done).await {
+                        Some(extra) => {
+                            held.merge(extra);
+                            Some(held)
+                        }
+                        None => None,
+                    },
+                    Some(held) => Some(held),
+                    None => acquire(&window, need, done).await,
+                };
+                match permits {
+                    Some(permits) => {
+                        inflight.spawn(self.submit_task(
+                            client.clone(),
+                            message,
+                            permits,
+                            pause_until.clone(),
+                        ));
+                    }
+                    None => self.requeue(&message).await,
+                }
+            }
+        }
+        inflight
+    }
+
+    async fn requeue(&self, message: &Message) {
+        if let Err(e) = self.shared.queue.apply(vec![(message.id, Transition::Requeue)]).await {
+            tracing::error!(error = %e, id = %message.id, "cannot requeue message");
+        }
+    }
+
+    fn submit_task(
+        &self,
+        client: Client,
+        message: Message,
+        permits: OwnedSemaphorePermit,
+        pause_until: Arc<Mutex<Option<Instant>>>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let carrier = self.carrier.clone();
+        let label = self.label.clone();
+        let queue = self.shared.queue.clone();
+        let metrics = self.shared.metrics.clone();
+        let throttle_pause = Duration::from_millis(self.config.throttle_pause_ms);
+        async move {
+            let slots = permits.num_permits() as i64;
+            let gauge = metrics.inflight.with_label_values(&[&*carrier, label.as_str()]);
+            gauge.add(slots);
+            let (transitions, verdict) = submit_message(&client, &carrier, &message, &metrics).await;
+            gauge.sub(slots);
+            drop(permits);
+            if verdict.slow_down {
+                *pause_until.lock().await = Some(Instant::now() + throttle_pause);
+            }
+            if let Err(e) = queue.apply(transitions).await {
+                tracing::error!(error = %e, id = %message.id, "cannot record submit outcome");
+            }
+        }
+    }
+}
+
+/// Waits for `n` window slots, or `None` once `done` fires.
+async fn acquire(
+    window: &Arc<Semaphore>,
+    n: u32,
+    done: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        p = window.clone().acquire_many_owned(n) => p.ok(),
+        _ = done.cancelled() => None,
+    }
+}
+
+/// Reads inbound PDUs until the connection ends, then cancels `done`.
+async fn read_events(
+    mut events: impl Stream<Item = Event> + Unpin,
+    client: Client,
+    carrier: Arc<str>,
+    inbound: tokio::sync::mpsc::Sender<Inbound>,
+    done: CancellationToken,
+) {
+    while let Some(event) = events.next().await {
+        match event {
+            Event::Incoming(cmd) => {
+                let sequence_number = cmd.sequence_number();
+                match cmd.pdu() {
+                    Some(Pdu::DeliverSm(d)) => {
+                        let msg = Inbound {
+                            carrier: carrier.clone(),
+                            deliver_sm: d.clone(),
+                            ack: DeliverAck {
+                                client: client.clone(),
+                                sequence_number,
+                            },
+                        };
+                        // A bounded channel: a slow DLR stage holds back acks, which
+                        // is the only back-pressure SMPP gives us towards the SMSC.
+                        if inbound.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Pdu::Unbind) => {
+                        tracing::info!(%carrier, "SMSC asked to unbind");
+                        let _ = client.unbind_resp(sequence_number).await;
+                        break;
+                    }
+                    Some(Pdu::SubmitSmResp(resp)) => {
+                        // A response after our timeout: the message was already
+                        // requeued, so it may be delivered twice (at-least-once).
+                        tracing::warn!(%carrier, smsc_id = %resp.message_id(), "late submit_sm_resp");
+                    }
+                    _ => {
+                        tracing::debug!(%carrier, id = ?cmd.id(), "unhandled inbound PDU");
+                        if cmd.id().is_operation() {
+                            let _ = client.generic_nack(sequence_number).await;
+                        }
+                    }
+                }
+            }
+            Event::Error(e) => {
+                tracing::warn!(%carrier, error = %e, "SMPP connection error");
+            }
+        }
+    }
+    done.cancel();
+}

@@ -1,0 +1,210 @@
+//! Submitting one message's segments on a bind and deciding what happens to
+//! the message: accepted, retried (transient error) or failed (permanent).
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures::future::join_all;
+use rusmpp::CommandStatus;
+use rusmppc::error::Error as SmppError;
+
+use super::pdu;
+use crate::message::{ErrorInfo, Message, MessageId, Transition};
+use crate::metrics::Metrics;
+
+/// How a submit_sm attempt ended, from the message's point of view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The SMSC accepted it with this message id.
+    Accepted(String),
+    /// Worth another attempt; `reason` is a metric label.
+    Retry {
+        /// Metric label (throttled, queue_full, timeout, disconnected).
+        reason: &'static str,
+        /// The SMSC asked us to slow down (0x58/0x14).
+        slow_down: bool,
+    },
+    /// Will never succeed.
+    Fail(ErrorInfo),
+}
+
+/// Classifies an rusmppc error: throttling, a full queue, timeouts and lost
+/// connections are transient; any other command_status is permanent.
+pub(crate) fn classify(e: &SmppError) -> Outcome {
+    match e {
+        SmppError::UnexpectedResponse { response } => match response.status() {
+            CommandStatus::EsmeRthrottled => Outcome::Retry {
+                reason: "throttled",
+                slow_down: true,
+            },
+            CommandStatus::EsmeRmsgqful => Outcome::Retry {
+                reason: "queue_full",
+                slow_down: true,
+            },
+            status => {
+                let code: u32 = status.into();
+                Outcome::Fail(ErrorInfo::new(
+                    format!("smpp_0x{code:08x}"),
+                    format!("The carrier refused the message: {status:?} (0x{code:08x})."),
+                ))
+            }
+        },
+        SmppError::ResponseTimeout { .. } => Outcome::Retry {
+            reason: "timeout",
+            slow_down: false,
+        },
+        SmppError::Encode(err) => Outcome::Fail(ErrorInfo::new(
+            "smpp_encode",
+            format!("The message could not be encoded as SMPP: {err}."),
+        )),
+        _ => Outcome::Retry {
+            reason: "disconnected",
+            slow_down: false,
+        },
+    }
+}
+
+/// What the bind should do after a message's attempt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    /// The SMSC asked us to slow down.
+    pub slow_down: bool,
+}
+
+/// Submits the message's pending segments concurrently on `client` and
+/// settles the message in the queue. Never loses the message: anything but
+/// acceptance or a permanent refusal requeues it.
+pub(crate) async fn submit_message(
+    client: &rusmppc::Client,
+    carrier: &Arc<str>,
+    m: &Message,
+    metrics: &Metrics,
+) -> (Vec<(MessageId, Transition)>, Verdict) {
+    let pending: Vec<u32> = m.pending_segments().collect();
+    let now = Utc::now();
+    let pdus = match pdu::submit_sms(m, &pending, now) {
+        Ok(p) => p,
+        Err(e) => {
+            let error = ErrorInfo::new("smpp_encode", e.to_string());
+            return (
+                vec![(m.id, Transition::Fail { error, at: now })],
+                Verdict::default(),
+            );
+        }
+    };
+    let attempts = pdus.into_iter().map(|(segment, pdu)| async move {
+        let outcome = match client.submit_sm(pdu).await {
+            Ok(resp) => Outcome::Accepted(resp.message_id().to_string()),
+            Err(e) => classify(&e),
+        };
+        (segment, outcome)
+    });
+    let results = join_all(attempts).await;
+
+    let mut transitions = Vec::with_capacity(results.len() + 1);
+    let mut verdict = Verdict::default();
+    let mut retry = None;
+    let mut fail = None;
+    for (segment, outcome) in results {
+        match outcome {
+            Outcome::Accepted(smsc_id) => {
+                metrics
+                    .segments_submitted
+                    .with_label_values(&[carrier])
+                    .inc();
+                transitions.push((
+                    m.id,
+                    Transition::SegmentAccepted {
+                        carrier: carrier.to_string(),
+                        segment,
+                        smsc_id,
+                        at: Utc::now(),
+                    },
+                ));
+            }
+            Outcome::Retry { reason, slow_down } => {
+                metrics
+                    .submit_errors
+                    .with_label_values(&[carrier, reason])
+                    .inc();
+                verdict.slow_down |= slow_down;
+                retry = Some(reason);
+            }
+            Outcome::Fail(error) => {
+                metrics
+                    .submit_errors
+                    .with_label_values(&[carrier, "permanent"])
+                    .inc();
+                fail = Some(error);
+            }
+        }
+    }
+    if let Some(error) = fail {
+        transitions.push((
+            m.id,
+            Transition::Fail {
+                error,
+                at: Utc::now(),
+            },
+        ));
+    } else if let Some(reason) = retry {
+        metrics.retries.with_label_values(&[reason]).inc();
+        transitions.push((m.id, Transition::Requeue));
+    }
+    (transitions, verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusmpp::Command;
+
+    fn response_with(status: CommandStatus) -> SmppError {
+        SmppError::UnexpectedResponse {
+            response: Box::new(Command::new(
+                status,
+                1,
+                rusmpp::Pdu::GenericNack,
+            )),
+        }
+    }
+
+    #[test]
+    fn throttling_and_full_queues_are_retried_slower() {
+        for status in [CommandStatus::EsmeRthrottled, CommandStatus::EsmeRmsgqful] {
+            assert!(matches!(
+                classify(&response_with(status)),
+                Outcome::Retry {
+                    slow_down: true,
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn lost_connections_and_timeouts_are_retried() {
+        assert!(matches!(
+            classify(&SmppError::ConnectionClosed),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            classify(&SmppError::ResponseTimeout {
+                sequence_number: 1,
+                timeout: std::time::Duration::from_secs(1)
+            }),
+            Outcome::Retry {
+                reason: "timeout",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn other_statuses_fail_with_the_smpp_code() {
+        let Outcome::Fail(e) = classify(&response_with(CommandStatus::EsmeRinvdstadr)) else {
+            panic!("expected a permanent failure");
+        };
+        assert_eq!(e.code, "smpp_0x0000000b");
+    }
+}

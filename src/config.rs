@@ -1,0 +1,329 @@
+//! The gateway's configuration: one serde tree, mirrored field by field by
+//! `config/smsgate.toml` (which documents every field).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File path.
+        path: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not match the schema.
+    #[error("invalid config: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// The values parsed but do not make sense together.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Root of the configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listener and limits.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Message defaults and limits.
+    #[serde(default)]
+    pub messages: MessagesConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Graceful shutdown.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// API clients.
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+    /// SMPP carriers (SMSCs) to send through.
+    #[serde(default)]
+    pub carriers: Vec<CarrierConfig>,
+}
+
+/// HTTP listener settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted; larger bodies get 413 `payload_too_large`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Defaults and limits applied to every message.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesConfig {
+    /// Default validity in seconds for OTPs.
+    pub otp_validity_s: u64,
+    /// Default validity in seconds for transactional messages.
+    pub transactional_validity_s: u64,
+    /// Default validity in seconds for marketing messages.
+    pub marketing_validity_s: u64,
+    /// Longest validity a client may ask for.
+    pub max_validity_s: u64,
+    /// Most segments one message may take (`text_too_long` above).
+    pub max_segments: u32,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        Self {
+            otp_validity_s: 300,
+            transactional_validity_s: 6 * 3600,
+            marketing_validity_s: 24 * 3600,
+            max_validity_s: 72 * 3600,
+            max_segments: 10,
+        }
+    }
+}
+
+/// Graceful shutdown on SIGTERM/SIGINT.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Seconds to wait for in-flight submits before unbinding (the rest are requeued).
+    pub grace_s: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_s: 10 }
+    }
+}
+
+/// Log output.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `pretty` for people, `json` for log shippers.
+    pub format: LogFormat,
+    /// Default filter (overridden by `RUST_LOG`).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One API client.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// Account id (appears in logs and metrics).
+    pub id: String,
+    /// Hex SHA-256 of the API key (preferred: the key itself is not in the file).
+    #[serde(default)]
+    pub api_key_sha256: Option<String>,
+    /// The API key in clear (for demos and tests only).
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
+
+impl AccountConfig {
+    /// The SHA-256 of this account's key, from whichever field is set.
+    pub fn key_hash(&self) -> Result<[u8; 32], ConfigError> {
+        match (&self.api_key_sha256, &self.api_key) {
+            (Some(hex_hash), _) => {
+                let bytes = hex::decode(hex_hash.trim()).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "account {}: api_key_sha256 is not hex: {e}",
+                        self.id
+                    ))
+                })?;
+                bytes.try_into().map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "account {}: api_key_sha256 must be 32 bytes (64 hex digits)",
+                        self.id
+                    ))
+                })
+            }
+            (None, Some(key)) => Ok(Sha256::digest(key.as_bytes()).into()),
+            (None, None) => Err(ConfigError::Invalid(format!(
+                "account {} has neither api_key_sha256 nor api_key",
+                self.id
+            ))),
+        }
+    }
+}
+
+/// One SMSC connection profile.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarrierConfig {
+    /// Carrier name (metrics label, message status `carrier`).
+    pub name: String,
+    /// `smpp://host:port` (plain TCP).
+    pub url: String,
+    /// SMPP system_id.
+    pub system_id: String,
+    /// SMPP password.
+    pub password: String,
+    /// SMPP system_type (often empty).
+    #[serde(default)]
+    pub system_type: String,
+    /// Number of transceiver binds to keep open.
+    #[serde(default = "default_binds")]
+    pub binds: u32,
+    /// Most submit_sm in flight (awaiting submit_sm_resp) per bind.
+    #[serde(default = "default_window")]
+    pub window: u32,
+    /// Seconds between enquire_link keepalives.
+    #[serde(default = "default_enquire_link_s")]
+    pub enquire_link_s: u64,
+    /// Seconds to wait for any response (bind_resp, submit_sm_resp, enquire_link_resp).
+    #[serde(default = "default_response_timeout_s")]
+    pub response_timeout_s: u64,
+    /// Seconds allowed for the TCP connect.
+    #[serde(default = "default_connect_timeout_s")]
+    pub connect_timeout_s: u64,
+    /// First reconnect delay in milliseconds (doubles up to `reconnect_max_ms`).
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay in milliseconds.
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// Milliseconds to pause a bind after the SMSC says throttled (0x58) or queue full (0x14).
+    #[serde(default = "default_throttle_pause_ms")]
+    pub throttle_pause_ms: u64,
+}
+
+fn default_binds() -> u32 {
+    1
+}
+fn default_window() -> u32 {
+    32
+}
+fn default_enquire_link_s() -> u64 {
+    30
+}
+fn default_response_timeout_s() -> u64 {
+    10
+}
+fn default_connect_timeout_s() -> u64 {
+    5
+}
+fn default_reconnect_min_ms() -> u64 {
+    100
+}
+fn default_reconnect_max_ms() -> u64 {
+    10_000
+}
+fn default_throttle_pause_ms() -> u64 {
+    200
+}
+
+impl CarrierConfig {
+    /// Response timeout as a duration.
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_secs(self.response_timeout_s.max(1))
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.accounts.is_empty() {
+            return Err(ConfigError::Invalid(
+                "at least one [[accounts]] entry is needed".into(),
+            ));
+        }
+        for account in &self.accounts {
+            account.key_hash()?;
+        }
+        for c in &self.carriers {
+            if c.binds == 0 || c.window == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "carrier {}: binds and window must be at least 1",
+                    c.name
+                )));
+            }
+            if !c.url.starts_with("smpp://") {
+                return Err(ConfigError::Invalid(format!(
+                    "carrier {}: url must start with smpp://",
+                    c.name
+                )));
+            }
+        }
+        if self.messages.max_segments == 0 || self.messages.max_segments > 255 {
+            return Err(ConfigError::Invalid(
+                "messages.max_segments must be between 1 and 255".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_parses() {
+        let text = include_str!("../config/smsgate.toml");
+        let config = Config::parse(text).expect("config/smsgate.toml must stay valid");
+        assert!(!config.carriers.is_empty());
+    }
+
+    #[test]
+    fn an_account_without_a_key_is_refused() {
+        let err = Config::parse("[[accounts]]\nid = \"a\"\n").unwrap_err();
+        assert!(err.to_string().contains("neither"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = Config::parse("[http]\nlisten_on = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen_on"), "{err}");
+    }
+}

@@ -1,0 +1,152 @@
+//! Assembles the pipeline — api → compliance → queue → carrier → dlr — and
+//! runs it; tests and `main` start the whole gateway through [`Gateway`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU8;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, Accounts, AppState};
+use crate::carrier::Carriers;
+use crate::compliance::Admission;
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::queue::{MemoryStore, Queue, Store};
+use crate::dlr;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The HTTP listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address tried.
+        addr: SocketAddr,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway.
+pub struct Gateway {
+    http_addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    queue: Arc<Queue>,
+    http_stop: CancellationToken,
+    http: JoinHandle<()>,
+    carriers: Carriers,
+    dlr: JoinHandle<()>,
+    scheduler_stop: CancellationToken,
+    scheduler: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Starts every stage with the in-memory store.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        Self::start_with_store(config, Arc::new(MemoryStore::new())).await
+    }
+
+    /// Starts every stage on the given store.
+    pub async fn start_with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StartError> {
+        let accounts = Arc::new(Accounts::from_config(&config.accounts)?);
+        let metrics = Arc::new(Metrics::new());
+        let queue = Queue::new(store, metrics.clone());
+
+        let scheduler_stop = CancellationToken::new();
+        let scheduler = tokio::spawn(queue.clone().run_scheduler(scheduler_stop.clone()));
+
+        let (inbound_tx, inbound_rx) = mpsc::channel(dlr::INBOUND_CAPACITY);
+        let dlr = dlr::spawn(queue.clone(), metrics.clone(), inbound_rx);
+        let carriers = Carriers::start(
+            &config.carriers,
+            queue.clone(),
+            inbound_tx,
+            metrics.clone(),
+            Duration::from_secs(config.shutdown.grace_s),
+        );
+
+        let state = AppState {
+            accounts,
+            admission: Arc::new(Admission::new(config.messages.clone())),
+            queue: queue.clone(),
+            metrics: metrics.clone(),
+            binds_up: carriers.binds_up_handle(),
+            concat_ref: Arc::new(AtomicU8::new(rand::random())),
+            max_body_bytes: config.http.max_body_bytes,
+        };
+        let addr = config.http.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { addr, source })?;
+        let http_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Listen { addr, source })?;
+        let http_stop = CancellationToken::new();
+        let stop = http_stop.clone();
+        let app = api::router(state);
+        let http = tokio::spawn(async move {
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(%http_addr, "smsgate listening");
+        Ok(Self {
+            http_addr,
+            metrics,
+            queue,
+            http_stop,
+            http,
+            carriers,
+            dlr,
+            scheduler_stop,
+            scheduler,
+        })
+    }
+
+    /// Where the HTTP API listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The queue stage (depths, lookups).
+    pub fn queue(&self) -> &Arc<Queue> {
+        &self.queue
+    }
+
+    /// Number of carrier binds up.
+    pub fn binds_up(&self) -> usize {
+        self.carriers.binds_up()
+    }
+
+    /// Graceful stop: refuse new HTTP connections, finish in-flight requests,
+    /// drain the binds' windows (up to the grace period), unbind, and let the
+    /// DLR stage finish what it received.
+    pub async fn shutdown(self) {
+        self.http_stop.cancel();
+        let _ = self.http.await;
+        self.carriers.shutdown().await;
+        // Every inbound sender is gone now, so the DLR stage drains and ends.
+        let _ = self.dlr.await;
+        self.scheduler_stop.cancel();
+        let _ = self.scheduler.await;
+        tracing::info!("smsgate stopped");
+    }
+}

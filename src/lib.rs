@@ -1,0 +1,21 @@
+//! smsgate: a high-throughput SMS/A2P gateway.
+//!
+//! A message's journey reads top to bottom:
+//! [`api`] (HTTP in) → [`compliance`] (admission) → [`queue`] (priority,
+//! storage) → [`carrier`] (SMPP out) → [`dlr`] (receipts back).
+//! [`gateway`] wires the stages together; [`message`] and [`encoding`] are the
+//! domain they share.
+
+pub mod api;
+pub mod carrier;
+pub mod compliance;
+pub mod config;
+pub mod dlr;
+pub mod encoding;
+pub mod gateway;
+pub mod message;
+pub mod metrics;
+pub mod queue;
+
+pub use config::Config;
+pub use gateway::Gateway;

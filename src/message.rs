@@ -1,0 +1,578 @@
+//! Domain types shared by every stage: a message, its kind and status, and the
+//! transitions that move it from `queued` to a final status.
+//!
+//! The status logic lives here, not in the stores: a store applies a
+//! [`Transition`] to a [`Message`] inside its own atomic section by calling
+//! [`Message::apply`], so every backend aggregates segment receipts the same way.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use crate::dlr::receipt::ReceiptState;
+use crate::encoding::Encoding;
+
+/// A message's id: a ULID, so ids sort by creation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(Ulid);
+
+impl MessageId {
+    /// A fresh id for a message accepted now.
+    pub fn generate() -> Self {
+        Self(Ulid::new())
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for MessageId {
+    type Err = ulid::DecodeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ulid::from_string(s).map(Self)
+    }
+}
+
+/// What a message is for; sets its priority (OTP first, marketing last).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// One-time passwords: highest priority, short validity.
+    Otp,
+    /// Notifications the recipient expects (orders, alerts).
+    Transactional,
+    /// Promotional traffic: lowest priority, most compliance rules.
+    Marketing,
+}
+
+impl Kind {
+    /// Every kind, highest priority first.
+    pub const ALL: [Kind; 3] = [Kind::Otp, Kind::Transactional, Kind::Marketing];
+
+    /// The kind's name as used in the API and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Otp => "otp",
+            Kind::Transactional => "transactional",
+            Kind::Marketing => "marketing",
+        }
+    }
+
+    /// Position in [`Kind::ALL`]: 0 is the highest priority.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where a message is in its life. See the HTTP API spec for the state machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Accepted with a `send_at` in the future.
+    Scheduled,
+    /// Waiting for a carrier bind.
+    Queued,
+    /// Every segment was accepted by the carrier (submit_sm_resp OK).
+    Submitted,
+    /// Every segment was delivered to the handset.
+    Delivered,
+    /// At least one segment could not be delivered.
+    Undeliverable,
+    /// The validity ran out (before submission, or at the SMSC).
+    Expired,
+    /// The carrier refused it permanently.
+    Failed,
+    /// Refused at admission (never stored as queued).
+    Rejected,
+}
+
+impl Status {
+    /// True once nothing more will happen to the message.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Status::Delivered
+                | Status::Undeliverable
+                | Status::Expired
+                | Status::Failed
+                | Status::Rejected
+        )
+    }
+
+    /// The status's name as used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Scheduled => "scheduled",
+            Status::Queued => "queued",
+            Status::Submitted => "submitted",
+            Status::Delivered => "delivered",
+            Status::Undeliverable => "undeliverable",
+            Status::Expired => "expired",
+            Status::Failed => "failed",
+            Status::Rejected => "rejected",
+        }
+    }
+}
+
+/// A machine code plus a human sentence, as in the API's error envelope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Stable snake_case code.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl ErrorInfo {
+    /// Builds an error from a code and a sentence.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Delivery state of one segment (one submit_sm) of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentState {
+    /// Not yet accepted by a carrier.
+    Pending,
+    /// Accepted by the carrier; no final receipt yet.
+    Submitted,
+    /// Receipt said delivered.
+    Delivered,
+    /// Receipt said it failed (UNDELIV, REJECTD, DELETED, UNKNOWN).
+    Undeliverable,
+    /// Receipt said the SMSC gave up when the validity ran out.
+    Expired,
+}
+
+/// One segment of a message as the carrier saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Id the SMSC gave in submit_sm_resp.
+    pub smsc_id: Option<String>,
+    /// Latest known state.
+    pub state: SegmentState,
+    /// Error the receipt carried (`err:` code / network error), if any.
+    pub error: Option<String>,
+}
+
+impl Segment {
+    fn pending() -> Self {
+        Self {
+            smsc_id: None,
+            state: SegmentState::Pending,
+            error: None,
+        }
+    }
+}
+
+/// An accepted message and everything known about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Gateway id.
+    pub id: MessageId,
+    /// Id of the account that sent it.
+    pub account: String,
+    /// Recipient in E.164 (`+` and digits).
+    pub to: String,
+    /// ISO 3166 alpha-2 country of the recipient.
+    pub country: String,
+    /// Sender: alphanumeric id, number or short code.
+    pub from: String,
+    /// The text as the client sent it.
+    pub text: String,
+    /// Priority class.
+    pub kind: Kind,
+    /// Encoding chosen at admission.
+    pub encoding: Encoding,
+    /// Concatenation reference used for every segment of this message.
+    pub concat_ref: u8,
+    /// Per-segment carrier state; its length is the segment count.
+    pub segments: Vec<Segment>,
+    /// Client's own reference, echoed back.
+    pub client_ref: Option<String>,
+    /// Where status webhooks go.
+    pub callback_url: Option<String>,
+    /// Current status.
+    pub status: Status,
+    /// Carrier that took the message.
+    pub carrier: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<ErrorInfo>,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When it should be sent (scheduled messages).
+    pub send_at: Option<DateTime<Utc>>,
+    /// Never submitted after this instant.
+    pub expires_at: DateTime<Utc>,
+    /// When every segment was accepted by the carrier.
+    pub submitted_at: Option<DateTime<Utc>>,
+    /// When it reached a final status.
+    pub done_at: Option<DateTime<Utc>>,
+    /// How many times it was handed to a carrier.
+    pub attempts: u32,
+}
+
+/// Everything needed to create a message; see [`Message::new`].
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    /// Owning account id.
+    pub account: String,
+    /// Recipient in E.164.
+    pub to: String,
+    /// Recipient's country (ISO alpha-2).
+    pub country: String,
+    /// Sender id.
+    pub from: String,
+    /// Text.
+    pub text: String,
+    /// Priority class.
+    pub kind: Kind,
+    /// Encoding from the text plan.
+    pub encoding: Encoding,
+    /// Segment count from the text plan.
+    pub segments: u32,
+    /// Client reference.
+    pub client_ref: Option<String>,
+    /// Webhook target.
+    pub callback_url: Option<String>,
+    /// Scheduled send time.
+    pub send_at: Option<DateTime<Utc>>,
+    /// Validity deadline.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A change to a stored message, applied atomically by a store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Transition {
+    /// The carrier accepted one segment (0-based) under `smsc_id`.
+    SegmentAccepted {
+        /// Carrier name.
+        carrier: String,
+        /// Segment index.
+        segment: u32,
+        /// SMSC message id from submit_sm_resp.
+        smsc_id: String,
+        /// When the response arrived.
+        at: DateTime<Utc>,
+    },
+    /// A delivery receipt for one segment.
+    SegmentReceipt {
+        /// Segment index.
+        segment: u32,
+        /// State the receipt reported.
+        state: ReceiptState,
+        /// Error code the receipt carried.
+        error: Option<String>,
+        /// When the receipt arrived.
+        at: DateTime<Utc>,
+    },
+    /// Hand the message back to its queue (transient error, disconnect, shutdown).
+    Requeue,
+    /// The carrier refused it for good.
+    Fail {
+        /// Why.
+        error: ErrorInfo,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The validity ran out before it could be submitted.
+    Expire {
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A scheduled message's time has come.
+    Release,
+}
+
+/// What [`Message::apply`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The status changed from the given one.
+    StatusChanged(Status),
+    /// Recorded, but the status stayed the same.
+    Recorded,
+    /// Ignored: the message was already final, or the segment index was out of range.
+    Ignored,
+}
+
+impl Message {
+    /// Creates a message in status `queued`, or `scheduled` when `send_at` is in the future.
+    pub fn new(n: NewMessage, now: DateTime<Utc>, concat_ref: u8) -> Self {
+        let status = match n.send_at {
+            Some(at) if at > now => Status::Scheduled,
+            _ => Status::Queued,
+        };
+        let segments = (0..n.segments.max(1)).map(|_| Segment::pending()).collect();
+        Self {
+            id: MessageId::generate(),
+            account: n.account,
+            to: n.to,
+            country: n.country,
+            from: n.from,
+            text: n.text,
+            kind: n.kind,
+            encoding: n.encoding,
+            concat_ref,
+            segments,
+            client_ref: n.client_ref,
+            callback_url: n.callback_url,
+            status,
+            carrier: None,
+            error: None,
+            created_at: now,
+            send_at: n.send_at,
+            expires_at: n.expires_at,
+            submitted_at: None,
+            done_at: None,
+            attempts: 0,
+        }
+    }
+
+    /// Indexes of the segments no carrier has accepted yet (all of them on a first attempt).
+    pub fn pending_segments(&self) -> impl Iterator<Item = u32> + '_ {
+        self.segments
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state == SegmentState::Pending)
+            .map(|(i, _)| i as u32)
+    }
+
+    /// SMSC ids of the accepted segments, in segment order.
+    pub fn smsc_message_ids(&self) -> Vec<String> {
+        self.segments
+            .iter()
+            .filter_map(|s| s.smsc_id.clone())
+            .collect()
+    }
+
+    /// Applies a transition and reports what changed. Transitions on a final
+    /// message are ignored (a late receipt cannot revive it).
+    pub fn apply(&mut self, t: &Transition) -> Applied {
+        let before = self.status;
+        if before.is_final() {
+            return Applied::Ignored;
+        }
+        match t {
+            Transition::SegmentAccepted {
+                carrier,
+                segment,
+                smsc_id,
+                at,
+            } => {
+                let Some(seg) = self.segments.get_mut(*segment as usize) else {
+                    return Applied::Ignored;
+                };
+                seg.smsc_id = Some(smsc_id.clone());
+                if seg.state == SegmentState::Pending {
+                    seg.state = SegmentState::Submitted;
+                }
+                self.carrier = Some(carrier.clone());
+                if self.status == Status::Queued && self.pending_segments().next().is_none() {
+                    self.status = Status::Submitted;
+                    self.submitted_at = Some(*at);
+                }
+            }
+            Transition::SegmentReceipt {
+                segment,
+                state,
+                error,
+                at,
+            } => {
+                let Some(seg) = self.segments.get_mut(*segment as usize) else {
+                    return Applied::Ignored;
+                };
+                let Some(new_state) = segment_state_for(*state) else {
+                    return Applied::Recorded; // intermediate (ENROUTE, ACCEPTD): nothing ends
+                };
+                seg.state = new_state;
+                if error.is_some() {
+                    seg.error = error.clone();
+                }
+                self.aggregate_receipts(*at);
+            }
+            Transition::Requeue => {
+                if self.status == Status::Queued {
+                    return Applied::Recorded;
+                }
+            }
+            Transition::Fail { error, at } => {
+                self.status = Status::Failed;
+                self.error = Some(error.clone());
+                self.done_at = Some(*at);
+            }
+            Transition::Expire { at } => {
+                self.status = Status::Expired;
+                self.error = Some(ErrorInfo::new(
+                    "validity_expired",
+                    "The message's validity ran out before it could be submitted.",
+                ));
+                self.done_at = Some(*at);
+            }
+            Transition::Release => {
+                if self.status == Status::Scheduled {
+                    self.status = Status::Queued;
+                }
+            }
+        }
+        if self.status != before {
+            Applied::StatusChanged(before)
+        } else {
+            Applied::Recorded
+        }
+    }
+
+    /// A message is delivered only when every segment is; undeliverable (or
+    /// expired) as soon as any segment is.
+    fn aggregate_receipts(&mut self, at: DateTime<Utc>) {
+        let failed = self.segments.iter().find(|s| {
+            matches!(
+                s.state,
+                SegmentState::Undeliverable | SegmentState::Expired
+            )
+        });
+        if let Some(seg) = failed {
+            let (status, code) = if seg.state == SegmentState::Expired {
+                (Status::Expired, "smsc_expired")
+            } else {
+                (Status::Undeliverable, "undeliverable")
+            };
+            let detail = seg.error.clone().unwrap_or_else(|| "none".to_owned());
+            self.status = status;
+            self.error = Some(ErrorInfo::new(
+                code,
+                format!("The carrier reported a segment as not delivered (error {detail})."),
+            ));
+            self.done_at = Some(at);
+        } else if self
+            .segments
+            .iter()
+            .all(|s| s.state == SegmentState::Delivered)
+        {
+            self.status = Status::Delivered;
+            self.done_at = Some(at);
+            if self.submitted_at.is_none() {
+                self.submitted_at = Some(at);
+            }
+        }
+    }
+}
+
+/// Maps a receipt state onto a segment state; `None` for intermediate states.
+fn segment_state_for(state: ReceiptState) -> Option<SegmentState> {
+    match state {
+        ReceiptState::Delivered => Some(SegmentState::Delivered),
+        ReceiptState::Expired => Some(SegmentState::Expired),
+        ReceiptState::Undeliverable
+        | ReceiptState::Rejected
+        | ReceiptState::Deleted
+        | ReceiptState::Unknown
+        | ReceiptState::Skipped => Some(SegmentState::Undeliverable),
+        ReceiptState::Enroute | ReceiptState::Accepted | ReceiptState::Scheduled => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(segments: u32) -> Message {
+        let now = Utc::now();
+        Message::new(
+            NewMessage {
+                account: "a".into(),
+                to: "+447400123456".into(),
+                country: "GB".into(),
+                from: "ACME".into(),
+                text: "hi".into(),
+                kind: Kind::Otp,
+                encoding: Encoding::Gsm7,
+                segments,
+                client_ref: None,
+                callback_url: None,
+                send_at: None,
+                expires_at: now + chrono::Duration::seconds(300),
+            },
+            now,
+            1,
+        )
+    }
+
+    fn accept(m: &mut Message, segment: u32) {
+        m.apply(&Transition::SegmentAccepted {
+            carrier: "c".into(),
+            segment,
+            smsc_id: format!("id{segment}"),
+            at: Utc::now(),
+        });
+    }
+
+    fn receipt(m: &mut Message, segment: u32, state: ReceiptState) -> Applied {
+        m.apply(&Transition::SegmentReceipt {
+            segment,
+            state,
+            error: None,
+            at: Utc::now(),
+        })
+    }
+
+    #[test]
+    fn submitted_only_when_every_segment_is_accepted() {
+        let mut m = message(2);
+        accept(&mut m, 0);
+        assert_eq!(m.status, Status::Queued);
+        assert_eq!(m.pending_segments().collect::<Vec<_>>(), vec![1]);
+        accept(&mut m, 1);
+        assert_eq!(m.status, Status::Submitted);
+        assert_eq!(m.smsc_message_ids(), vec!["id0", "id1"]);
+    }
+
+    #[test]
+    fn multipart_is_delivered_only_after_every_receipt() {
+        let mut m = message(3);
+        (0..3).for_each(|s| accept(&mut m, s));
+        receipt(&mut m, 0, ReceiptState::Delivered);
+        receipt(&mut m, 2, ReceiptState::Delivered);
+        assert_eq!(m.status, Status::Submitted);
+        receipt(&mut m, 1, ReceiptState::Delivered);
+        assert_eq!(m.status, Status::Delivered);
+    }
+
+    #[test]
+    fn one_undeliverable_segment_makes_the_message_undeliverable() {
+        let mut m = message(4);
+        (0..4).for_each(|s| accept(&mut m, s));
+        receipt(&mut m, 0, ReceiptState::Delivered);
+        receipt(&mut m, 3, ReceiptState::Undeliverable);
+        assert_eq!(m.status, Status::Undeliverable);
+        // A later delivered receipt does not revive it.
+        assert_eq!(receipt(&mut m, 1, ReceiptState::Delivered), Applied::Ignored);
+        assert_eq!(m.status, Status::Undeliverable);
+    }
+
+    #[test]
+    fn intermediate_receipts_do_not_end_the_message() {
+        let mut m = message(1);
+        accept(&mut m, 0);
+        receipt(&mut m, 0, ReceiptState::Enroute);
+        receipt(&mut m, 0, ReceiptState::Accepted);
+        assert_eq!(m.status, Status::Submitted);
+    }
+
+    #[test]
+    fn out_of_range_segment_is_ignored() {
+        let mut m = message(1);
+        assert_eq!(receipt(&mut m, 7, ReceiptState::Delivered), Applied::Ignored);
+    }
+}

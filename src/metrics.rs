@@ -1,0 +1,204 @@
+//! Every Prometheus metric the gateway exports, named in one place so the
+//! dashboards and the code cannot drift apart. All names carry the `smsgate_`
+//! prefix and follow Prometheus naming (`_total` counters, `_seconds` histograms).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets (seconds) for accept → submit and submit → receipt.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 1800.0, 3600.0,
+];
+
+/// The gateway's metrics and the registry they live in.
+pub struct Metrics {
+    registry: Registry,
+    /// Messages accepted (202), by kind.
+    pub accepted: IntCounterVec,
+    /// Requests refused, by reason code.
+    pub rejected: IntCounterVec,
+    /// Messages whose every segment the carrier accepted, by kind and carrier.
+    pub submitted: IntCounterVec,
+    /// Segments submitted (submit_sm answered OK), by carrier.
+    pub segments_submitted: IntCounterVec,
+    /// Messages delivered, by kind and carrier.
+    pub delivered: IntCounterVec,
+    /// Messages undeliverable, by kind and carrier.
+    pub undeliverable: IntCounterVec,
+    /// Messages that failed permanently at the carrier, by kind and carrier.
+    pub failed: IntCounterVec,
+    /// Messages expired before submission or at the SMSC, by kind.
+    pub expired: IntCounterVec,
+    /// submit_sm errors, by carrier and reason (throttled, queue_full, timeout, disconnected, permanent).
+    pub submit_errors: IntCounterVec,
+    /// Messages handed back to the queue for another attempt, by reason.
+    pub retries: IntCounterVec,
+    /// Delivery receipts received, by carrier and receipt state.
+    pub receipts: IntCounterVec,
+    /// Receipts whose id matched no message, by carrier.
+    pub dlr_unmatched: IntCounterVec,
+    /// Mobile-originated (non-receipt) deliver_sm received, by carrier.
+    pub mo_received: IntCounterVec,
+    /// Successful binds, by carrier.
+    pub binds_total: IntCounterVec,
+    /// Accept → last segment's submit_sm_resp, by kind.
+    pub accept_to_submit: HistogramVec,
+    /// Submit → final receipt, by kind and carrier.
+    pub submit_to_dlr: HistogramVec,
+    /// Messages waiting in the queue, by kind (plus `scheduled`).
+    pub queue_depth: IntGaugeVec,
+    /// submit_sm awaiting response, by carrier and bind.
+    pub inflight: IntGaugeVec,
+    /// 1 when the bind is up, by carrier and bind.
+    pub bind_up: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are static and valid");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are static and valid");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric names are unique");
+            g
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
+            .expect("metric definitions are static and valid");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("metric names are unique");
+            h
+        };
+        Self {
+            accepted: counter(
+                "smsgate_messages_accepted_total",
+                "Messages accepted with 202.",
+                &["kind"],
+            ),
+            rejected: counter(
+                "smsgate_messages_rejected_total",
+                "Requests refused, by error code.",
+                &["reason"],
+            ),
+            submitted: counter(
+                "smsgate_messages_submitted_total",
+                "Messages whose every segment the carrier accepted.",
+                &["kind", "carrier"],
+            ),
+            segments_submitted: counter(
+                "smsgate_segments_submitted_total",
+                "submit_sm answered OK.",
+                &["carrier"],
+            ),
+            delivered: counter(
+                "smsgate_messages_delivered_total",
+                "Messages delivered to the handset.",
+                &["kind", "carrier"],
+            ),
+            undeliverable: counter(
+                "smsgate_messages_undeliverable_total",
+                "Messages the carrier could not deliver.",
+                &["kind", "carrier"],
+            ),
+            failed: counter(
+                "smsgate_messages_failed_total",
+                "Messages the carrier refused permanently.",
+                &["kind", "carrier"],
+            ),
+            expired: counter(
+                "smsgate_messages_expired_total",
+                "Messages whose validity ran out.",
+                &["kind"],
+            ),
+            submit_errors: counter(
+                "smsgate_submit_errors_total",
+                "submit_sm errors by reason.",
+                &["carrier", "reason"],
+            ),
+            retries: counter(
+                "smsgate_retries_total",
+                "Messages requeued for another attempt.",
+                &["reason"],
+            ),
+            receipts: counter(
+                "smsgate_dlr_received_total",
+                "Delivery receipts received, by state.",
+                &["carrier", "state"],
+            ),
+            dlr_unmatched: counter(
+                "smsgate_dlr_unmatched_total",
+                "Delivery receipts matching no known message.",
+                &["carrier"],
+            ),
+            mo_received: counter(
+                "smsgate_mo_received_total",
+                "Inbound (mobile-originated) messages received.",
+                &["carrier"],
+            ),
+            binds_total: counter(
+                "smsgate_binds_total",
+                "Successful SMPP binds (reconnects included).",
+                &["carrier"],
+            ),
+            accept_to_submit: histogram(
+                "smsgate_accept_to_submit_seconds",
+                "Time from 202 to the last segment's submit_sm_resp.",
+                &["kind"],
+            ),
+            submit_to_dlr: histogram(
+                "smsgate_submit_to_dlr_seconds",
+                "Time from submission to the final delivery receipt.",
+                &["kind", "carrier"],
+            ),
+            queue_depth: gauge(
+                "smsgate_queue_depth",
+                "Messages waiting to be sent, by kind (scheduled counted as kind=\"scheduled\").",
+                &["kind"],
+            ),
+            inflight: gauge(
+                "smsgate_bind_inflight",
+                "submit_sm awaiting response, per bind.",
+                &["carrier", "bind"],
+            ),
+            bind_up: gauge(
+                "smsgate_bind_up",
+                "1 when the SMPP bind is up.",
+                &["carrier", "bind"],
+            ),
+            registry,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on invalid metric families, which Metrics::new rules out.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,80 @@
+//! The `Store` seam: where messages, their queues, the schedule and the
+//! SMSC-id → message index live.
+//!
+//! Designed for a durable backend: writes come in batches (one commit per
+//! batch), every change to a message is a [`Transition`] applied atomically,
+//! and the queue is a lease/ack protocol so a crash between lease and ack
+//! loses nothing (leased messages are simply queued again on recovery).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::message::{Applied, Message, MessageId, Transition};
+
+/// A store failure. The API maps it to 503; nothing is acknowledged on error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (I/O, corruption, connection).
+    #[error("store backend error: {0}")]
+    Backend(String),
+}
+
+/// How many messages wait where, for metrics and back-pressure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepths {
+    /// Queued (ready) messages per kind, indexed by [`crate::message::Kind::index`].
+    pub queued: [usize; 3],
+    /// Messages leased to a carrier bind and not yet settled.
+    pub leased: usize,
+    /// Scheduled messages not yet due.
+    pub scheduled: usize,
+}
+
+/// The outcome of [`Store::release_due`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Messages moved from the schedule to their queue.
+    pub released: usize,
+    /// When the next scheduled message falls due, if any.
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// A message after a transition, with what the transition did.
+pub type AppliedTransition = Option<(Message, Applied)>;
+
+/// Storage for messages, queues, schedule and the SMSC-id index.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores new messages in one commit: `queued` ones join the tail of their
+    /// kind's queue, `scheduled` ones the schedule.
+    async fn append(&self, messages: Vec<Message>) -> Result<(), StoreError>;
+
+    /// Looks a message up by id.
+    async fn get(&self, id: MessageId) -> Result<Option<Message>, StoreError>;
+
+    /// Leases up to `max` queued messages, highest-priority kind first, FIFO
+    /// within a kind. A leased message is not handed out again until a
+    /// transition requeues it or settles it.
+    async fn lease(&self, max: usize) -> Result<Vec<Message>, StoreError>;
+
+    /// Applies transitions in one commit, maintaining queues, leases and the
+    /// SMSC-id index. Returns, per transition, the message after it (`None` for
+    /// an unknown id).
+    async fn apply(
+        &self,
+        batch: Vec<(MessageId, Transition)>,
+    ) -> Result<Vec<AppliedTransition>, StoreError>;
+
+    /// Finds the message and segment a carrier's SMSC message id belongs to.
+    async fn find_by_smsc_id(
+        &self,
+        carrier: &str,
+        smsc_id: &str,
+    ) -> Result<Option<(MessageId, u32)>, StoreError>;
+
+    /// Moves scheduled messages due at `now` into their queues.
+    async fn release_due(&self, now: DateTime<Utc>) -> Result<Released, StoreError>;
+
+    /// Current queue depths (cheap; called on every metrics scrape).
+    fn depths(&self) -> QueueDepths;
+}
