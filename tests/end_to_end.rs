@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, metric_sum, otp};
+use futures::StreamExt;
 use serde_json::json;
 use smsgate_loadtest::sim::{DelayDist, Outcome, SimConfig};
 
@@ -140,28 +141,45 @@ async fn text_only_receipts_are_matched_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_rebinds_after_the_smsc_drops_the_link_and_delivers_every_message() {
-    let h = Harness::start_with(
-        SimConfig {
-            resp_delay: Duration::from_millis(5),
-            ..fast_receipts()
-        },
-        2,
-        8,
-        |_| {},
-    )
-    .await;
-    let total = 300usize;
-    let mut ids = Vec::with_capacity(total);
-    for i in 0..total {
-        ids.push(
-            h.send_ok(otp(&format!("+4474001{i:05}"), &format!("message {i}")))
-                .await,
-        );
-        if i == 100 || i == 200 {
-            let dropped = h.sim.drop_connections();
-            assert!(dropped > 0, "there were sessions to drop");
-        }
+    let h = std::sync::Arc::new(
+        Harness::start_with(
+            SimConfig {
+                resp_delay: Duration::from_millis(20),
+                ..fast_receipts()
+            },
+            2,
+            8,
+            |_| {},
+        )
+        .await,
+    );
+    let total = 400usize;
+    // Clients send concurrently while the SMSC drops the link twice.
+    let sender = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let sends = (0..total).map(|i| {
+                let h = h.clone();
+                async move {
+                    h.send_ok(otp(&format!("+4474001{i:05}"), &format!("message {i}")))
+                        .await
+                }
+            });
+            futures::stream::iter(sends)
+                .buffer_unordered(16)
+                .collect::<Vec<String>>()
+                .await
+        })
+    };
+    for threshold in [total / 4, total / 2] {
+        h.wait_until(WAIT, || async {
+            h.sim.submit_count() >= threshold && h.gateway.binds_up() > 0
+        })
+        .await;
+        let dropped = h.sim.drop_connections();
+        assert!(dropped > 0, "there were sessions to drop");
     }
+    let ids = sender.await.expect("sender task");
     h.wait_until(Duration::from_secs(30), || async {
         let m = h.metrics().await;
         metric_sum(&m, "smsgate_messages_delivered_total", &[]) >= total as f64
@@ -180,8 +198,12 @@ async fn the_gateway_rebinds_after_the_smsc_drops_the_link_and_delivers_every_me
         );
     }
     let metrics = h.metrics().await;
-    assert!(metric_sum(&metrics, "smsgate_binds_total", &[]) >= 3.0, "rebinds happened");
-    h.stop().await;
+    assert!(metric_sum(&metrics, "smsgate_binds_total", &[]) >= 4.0, "rebinds happened");
+    let retried = metric_sum(&metrics, "smsgate_retries_total", &[]);
+    println!("messages requeued after disconnects: {retried}; submits seen by the SMSC: {}", submits.len());
+    if let Ok(h) = std::sync::Arc::try_unwrap(h) {
+        h.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

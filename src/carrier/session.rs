@@ -228,7 +228,7 @@ impl Bind {
             let slots = permits.num_permits() as i64;
             let gauge = metrics.inflight.with_label_values(&[&*carrier, label.as_str()]);
             gauge.add(slots);
-            let (transitions, verdict) = submit_message(&client, &carrier, &message, &metrics).await;
+            let (transitions, verdict) = submit_message(&client, &carrier, &message, slots as usize, &metrics).await;
             gauge.sub(slots);
             drop(permits);
             if verdict.slow_down {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use futures::future::join_all;
+use futures::StreamExt;
 use rusmpp::CommandStatus;
 use rusmppc::error::Error as SmppError;
 
@@ -71,13 +71,15 @@ pub(crate) struct Verdict {
     pub slow_down: bool,
 }
 
-/// Submits the message's pending segments concurrently on `client` and
-/// settles the message in the queue. Never loses the message: anything but
-/// acceptance or a permanent refusal requeues it.
+/// Submits the message's pending segments on `client`, at most `slots` at a
+/// time (the window slots the bind reserved), and returns the transitions that
+/// settle the message. Never loses the message: anything but acceptance or a
+/// permanent refusal requeues it.
 pub(crate) async fn submit_message(
     client: &rusmppc::Client,
     carrier: &Arc<str>,
     m: &Message,
+    slots: usize,
     metrics: &Metrics,
 ) -> (Vec<(MessageId, Transition)>, Verdict) {
     let pending: Vec<u32> = m.pending_segments().collect();
@@ -99,7 +101,10 @@ pub(crate) async fn submit_message(
         };
         (segment, outcome)
     });
-    let results = join_all(attempts).await;
+    let results: Vec<(u32, Outcome)> = futures::stream::iter(attempts)
+        .buffer_unordered(slots.max(1))
+        .collect()
+        .await;
 
     let mut transitions = Vec::with_capacity(results.len() + 1);
     let mut verdict = Verdict::default();

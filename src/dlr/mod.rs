@@ -1,30 +1,50 @@
 //! The return path: deliver_sm from the carriers. Delivery receipts are
 //! matched to their message by the SMSC message id and applied to its status;
 //! mobile-originated messages are counted (keyword handling comes with the
-//! compliance engine). Every deliver_sm is acknowledged, matched or not, once
-//! its effect is stored.
+//! compliance engine). Every deliver_sm is acknowledged once its effect is
+//! stored.
+//!
+//! A receipt can overtake the submit_sm_resp that carries its id (the SMSC
+//! answers on one path and reports on another). Such a receipt is parked and
+//! matched again for [`PARK_FOR`] before it is counted as unmatched.
 //!
 //! [`spawn`] is the stage's public entry.
 
 pub mod receipt;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use futures::future::join_all;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::carrier::{DeliverAck, Inbound};
 use crate::message::{MessageId, Transition};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
+use receipt::Receipt;
 
 /// Most deliver_sm handled (and committed) together.
 const BATCH: usize = 256;
 
 /// Capacity of the channel from the carriers to this stage.
 pub const INBOUND_CAPACITY: usize = 4096;
+
+/// How long an unmatched receipt keeps being retried before it is given up.
+pub const PARK_FOR: Duration = Duration::from_secs(10);
+
+/// How often parked receipts are retried when nothing else arrives.
+const PARK_RETRY: Duration = Duration::from_millis(100);
+
+/// A receipt waiting for its SMSC id to be known.
+struct Parked {
+    carrier: Arc<str>,
+    receipt: Receipt,
+    since: Instant,
+}
 
 /// Starts the stage; it runs until every sender of `inbound` is dropped.
 pub fn spawn(
@@ -37,67 +57,104 @@ pub fn spawn(
 
 async fn run(queue: Arc<Queue>, metrics: Arc<Metrics>, mut inbound: mpsc::Receiver<Inbound>) {
     let mut batch = Vec::with_capacity(BATCH);
-    while inbound.recv_many(&mut batch, BATCH).await > 0 {
-        handle_batch(&queue, &metrics, batch.drain(..)).await;
+    let mut parked: Vec<Parked> = Vec::new();
+    loop {
+        tokio::select! {
+            n = inbound.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+            }
+            _ = tokio::time::sleep(PARK_RETRY), if !parked.is_empty() => {}
+        }
+        let mut acks = Vec::with_capacity(batch.len());
+        let mut receipts = std::mem::take(&mut parked);
+        for inbound in batch.drain(..) {
+            if let Some(p) = read(&metrics, inbound, &mut acks) {
+                receipts.push(p);
+            }
+        }
+        match match_and_apply(&queue, receipts).await {
+            Ok(unmatched) => {
+                for p in unmatched {
+                    if p.since.elapsed() < PARK_FOR {
+                        parked.push(p);
+                    } else {
+                        metrics.dlr_unmatched.with_label_values(&[&p.carrier]).inc();
+                        tracing::warn!(carrier = %p.carrier, smsc_id = %p.receipt.smsc_message_id, "delivery receipt for unknown message id");
+                    }
+                }
+            }
+            Err(e) => {
+                // Not acknowledged → the SMSC redelivers the receipts later.
+                tracing::error!(error = %e, "cannot store delivery receipts; not acknowledging");
+                continue;
+            }
+        }
+        join_all(acks.into_iter().map(DeliverAck::send)).await;
     }
 }
 
-/// Matches the receipts in a batch, applies them in one store commit, then
-/// acknowledges every PDU of the batch.
-async fn handle_batch(
-    queue: &Queue,
-    metrics: &Metrics,
-    batch: impl Iterator<Item = Inbound>,
-) {
-    let mut acks: Vec<DeliverAck> = Vec::new();
-    let mut transitions: Vec<(MessageId, Transition)> = Vec::new();
-    for Inbound {
+/// Takes the ack, counts the PDU, and returns the receipt it carries, if any.
+fn read(metrics: &Metrics, inbound: Inbound, acks: &mut Vec<DeliverAck>) -> Option<Parked> {
+    let Inbound {
         carrier,
         deliver_sm,
         ack,
-    } in batch
-    {
-        acks.push(ack);
-        if !receipt::is_receipt(&deliver_sm) {
-            metrics.mo_received.with_label_values(&[&carrier]).inc();
-            tracing::info!(%carrier, "inbound (MO) message received");
-            continue;
+    } = inbound;
+    acks.push(ack);
+    if !receipt::is_receipt(&deliver_sm) {
+        metrics.mo_received.with_label_values(&[&carrier]).inc();
+        tracing::info!(%carrier, "inbound (MO) message received");
+        return None;
+    }
+    match receipt::parse_deliver_sm(&deliver_sm) {
+        Ok(receipt) => {
+            metrics
+                .receipts
+                .with_label_values(&[&carrier, receipt.state.as_stat()])
+                .inc();
+            Some(Parked {
+                carrier,
+                receipt,
+                since: Instant::now(),
+            })
         }
-        let r = match receipt::parse_deliver_sm(&deliver_sm) {
-            Ok(r) => r,
-            Err(e) => {
-                metrics.dlr_unmatched.with_label_values(&[&carrier]).inc();
-                tracing::warn!(%carrier, error = %e, "unparseable delivery receipt");
-                continue;
-            }
-        };
-        metrics
-            .receipts
-            .with_label_values(&[&carrier, r.state.as_stat()])
-            .inc();
-        match queue.find_by_smsc_id(&carrier, &r.smsc_message_id).await {
-            Ok(Some((id, segment))) => transitions.push((
+        Err(e) => {
+            metrics.dlr_unmatched.with_label_values(&[&carrier]).inc();
+            tracing::warn!(%carrier, error = %e, "unparseable delivery receipt");
+            None
+        }
+    }
+}
+
+/// Applies every receipt whose SMSC id is known (one store commit) and
+/// returns the others.
+async fn match_and_apply(
+    queue: &Queue,
+    receipts: Vec<Parked>,
+) -> Result<Vec<Parked>, crate::queue::StoreError> {
+    let mut transitions: Vec<(MessageId, Transition)> = Vec::new();
+    let mut unmatched = Vec::new();
+    for p in receipts {
+        match queue
+            .find_by_smsc_id(&p.carrier, &p.receipt.smsc_message_id)
+            .await?
+        {
+            Some((id, segment)) => transitions.push((
                 id,
                 Transition::SegmentReceipt {
                     segment,
-                    state: r.state,
-                    error: r.error,
+                    state: p.receipt.state,
+                    error: p.receipt.error,
                     at: Utc::now(),
                 },
             )),
-            Ok(None) => {
-                metrics.dlr_unmatched.with_label_values(&[&carrier]).inc();
-                tracing::warn!(%carrier, smsc_id = %r.smsc_message_id, "delivery receipt for unknown message id");
-            }
-            Err(e) => tracing::error!(error = %e, "cannot look up SMSC id"),
+            None => unmatched.push(p),
         }
     }
-    if !transitions.is_empty()
-        && let Err(e) = queue.apply(transitions).await
-    {
-        // Not acknowledged → the SMSC redelivers the receipts later.
-        tracing::error!(error = %e, "cannot store delivery receipts; not acknowledging");
-        return;
+    if !transitions.is_empty() {
+        queue.apply(transitions).await?;
     }
-    join_all(acks.into_iter().map(DeliverAck::send)).await;
+    Ok(unmatched)
 }

@@ -11,7 +11,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use rusmpp::pdus::DeliverSm;
+use rusmpp::{Command, pdus::DeliverSm};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +27,8 @@ pub(crate) enum Push {
     Receipt { seq: u32, receipt: Arc<Receipt> },
     /// A ready-made deliver_sm (mobile-originated message).
     Deliver { seq: u32, pdu: Box<DeliverSm> },
+    /// A bind_resp, queued here so it always precedes the receipts that follow the bind.
+    Command(Box<Command>),
 }
 
 /// The answer to an MO deliver_sm.
@@ -135,9 +137,9 @@ impl Hub {
         Registration { id, push_rx, kill }
     }
 
-    /// Marks a session as a receiver of `system_id`'s receipts and MO, and sends it whatever
-    /// is waiting.
-    pub(crate) fn bind_receiver(&self, id: SessionId, system_id: &str) {
+    /// Marks a session as a receiver of `system_id`'s receipts and MO, sends `bind_resp`, then
+    /// whatever is waiting.
+    pub(crate) fn bind_receiver(&self, id: SessionId, system_id: &str, bind_resp: Command) {
         let mut guard = self.lock();
         let State {
             sessions, routes, ..
@@ -145,6 +147,9 @@ impl Hub {
         let Some(peer) = sessions.get_mut(&id) else {
             return;
         };
+        if peer.push.send(Push::Command(Box::new(bind_resp))).is_err() {
+            return;
+        }
         peer.receives_for = Some(system_id.to_owned());
         let route = routes.entry(system_id.to_owned()).or_default();
         route.receivers.push(id);

@@ -151,12 +151,13 @@ impl Policy {
     pub(crate) fn outcome_for(&self, destination: &str) -> Outcome {
         if self.scripted.load(Ordering::Acquire) > 0 {
             let mut scripts = self.scripts.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(queue) = scripts.get_mut(destination) {
-                if let Some(outcome) = queue.pop_front() {
+            let next = scripts.get_mut(destination).map(|q| (q.pop_front(), q.is_empty()));
+            if let Some((outcome, drained)) = next {
+                if drained {
+                    scripts.remove(destination);
+                }
+                if let Some(outcome) = outcome {
                     self.scripted.fetch_sub(1, Ordering::AcqRel);
-                    if queue.is_empty() {
-                        scripts.remove(destination);
-                    }
                     return outcome;
                 }
             }
