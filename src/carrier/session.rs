@@ -16,6 +16,7 @@ use rusmpp::pdus::BindTransceiver;
 use rusmpp::types::COctetString;
 use rusmpp::values::{InterfaceVersion, Npi, Ton};
 use rusmppc::{Client, ConnectionBuilder, Event};
+use tokio::net::TcpStream;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -31,6 +32,8 @@ use crate::message::{Message, Transition};
 enum BindError {
     #[error("connect timed out after {0:?}")]
     ConnectTimeout(Duration),
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
     #[error("invalid bind credentials in config: {0}")]
     Credentials(String),
     #[error(transparent)]
@@ -96,9 +99,21 @@ impl Bind {
             .response_timeout(c.response_timeout())
             .disable_interface_version_check();
         let connect_timeout = Duration::from_secs(c.connect_timeout_s.max(1));
-        let (client, events) = tokio::time::timeout(connect_timeout, builder.connect(&c.url))
+        let authority = c.url.strip_prefix("smpp://").unwrap_or(&c.url);
+        let authority = authority.split('/').next().unwrap_or(authority);
+        let address = if authority.contains(':') {
+            authority.to_owned()
+        } else {
+            format!("{authority}:2775") // SMPP's registered port
+        };
+        // Our own socket (rusmppc's connect leaves Nagle on, which costs ~40 ms
+        // per lone submit_sm against delayed ACKs) and our own connect timeout.
+        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(address.as_str()))
             .await
-            .map_err(|_| BindError::ConnectTimeout(connect_timeout))??;
+            .map_err(|_| BindError::ConnectTimeout(connect_timeout))?
+            .map_err(BindError::Connect)?;
+        stream.set_nodelay(true).map_err(BindError::Connect)?;
+        let (client, events) = builder.connected(stream);
         let bind = BindTransceiver::builder()
             .system_id(credential("system_id", &c.system_id)?)
             .password(credential("password", &c.password)?)

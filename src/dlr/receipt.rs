@@ -192,10 +192,10 @@ pub fn parse_deliver_sm(d: &DeliverSm) -> Result<Receipt, ReceiptError> {
         body = payload;
     }
     // A receipt with a UDH is odd but legal; the text starts after it.
-    if u8::from(d.esm_class) & UDHI != 0 {
-        if let Some((_, rest, _)) = encoding::split_udh(body) {
-            body = rest;
-        }
+    if u8::from(d.esm_class) & UDHI != 0
+        && let Some((_, rest, _)) = encoding::split_udh(body)
+    {
+        body = rest;
     }
     let text = receipt_text(u8::from(d.data_coding), body);
     let fields = scan(&text);
