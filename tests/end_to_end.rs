@@ -48,6 +48,9 @@ async fn an_otp_sent_over_http_reaches_the_smsc_intact_and_ends_delivered() {
     assert_eq!(s.registered_delivery & 0x01, 0x01);
     assert!(s.validity_period.ends_with('R'), "relative validity: {}", s.validity_period);
     assert_eq!(m["smsc_message_ids"], json!([s.message_id]));
+    // The receipt was acknowledged with deliver_sm_resp.
+    h.wait_until(WAIT, || async { h.sim.stats().receipts_pending == 0 }).await;
+    assert_eq!(h.sim.stats().receipts_sent, 1);
 
     let metrics = h.metrics().await;
     assert_eq!(metric_sum(&metrics, "smsgate_messages_accepted_total", &["otp"]), 1.0);
@@ -243,4 +246,36 @@ async fn a_scheduled_message_is_not_sent_before_its_time() {
     let submitted_at = h.sim.submits()[0].at;
     assert!(submitted_at >= send_at, "submitted {submitted_at} before {send_at}");
     h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_in_flight_submits_then_unbinds_every_session() {
+    let h = Harness::start(SimConfig {
+        resp_delay: Duration::from_millis(300),
+        ..fast_receipts()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(h.send_ok(otp(&format!("+44740020{i:04}"), "bye")).await);
+    }
+    h.wait_until(WAIT, || async {
+        metric_sum(&h.metrics().await, "smsgate_bind_inflight", &[]) >= 10.0
+    })
+    .await;
+    let queue = h.gateway.queue().clone();
+    h.gateway.shutdown().await;
+
+    let stats = h.sim.stats();
+    assert_eq!(stats.unbinds, 2, "both binds unbound: {stats:?}");
+    assert_eq!(stats.disconnects, 0, "no session was just dropped: {stats:?}");
+    for id in ids {
+        let m = queue.get(id.parse().unwrap()).await.unwrap().unwrap();
+        assert!(
+            matches!(m.status.as_str(), "submitted" | "delivered"),
+            "in-flight message {id} finished before unbind: {:?}",
+            m.status
+        );
+    }
+    h.sim.shutdown().await;
 }
