@@ -147,7 +147,7 @@ async fn the_gateway_rebinds_after_the_smsc_drops_the_link_and_delivers_every_me
     let h = std::sync::Arc::new(
         Harness::start_with(
             SimConfig {
-                resp_delay: Duration::from_millis(20),
+                resp_delay: Duration::from_millis(std::env::var("RD").ok().and_then(|v| v.parse().ok()).unwrap_or(20)),
                 ..fast_receipts()
             },
             2,
@@ -176,18 +176,34 @@ async fn the_gateway_rebinds_after_the_smsc_drops_the_link_and_delivers_every_me
     };
     for threshold in [total / 4, total / 2] {
         h.wait_until(WAIT, || async {
-            h.sim.submit_count() >= threshold && h.gateway.binds_up() > 0
+            h.sim.submit_count() >= threshold && h.sim.stats().binds_active > 0
         })
         .await;
         let dropped = h.sim.drop_connections();
         assert!(dropped > 0, "there were sessions to drop");
     }
     let ids = sender.await.expect("sender task");
-    h.wait_until(Duration::from_secs(30), || async {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
         let m = h.metrics().await;
-        metric_sum(&m, "smsgate_messages_delivered_total", &[]) >= total as f64
-    })
-    .await;
+        if metric_sum(&m, "smsgate_messages_delivered_total", &[]) >= total as f64 {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let stuck: Vec<String> = futures::stream::iter(ids.iter())
+                .then(|id| async { h.message(id).await })
+                .filter(|m| std::future::ready(m["status"] != "delivered"))
+                .map(|m| m.to_string())
+                .collect()
+                .await;
+            panic!(
+                "not all delivered; simulator {:?}\nstuck: {stuck:?}\n{}",
+                h.sim.stats(),
+                m.lines().filter(|l| l.starts_with("smsgate_")).collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for id in &ids {
         assert_eq!(h.message(id).await["status"], "delivered", "{id}");
     }

@@ -239,19 +239,28 @@ impl Bind {
         let queue = self.shared.queue.clone();
         let metrics = self.shared.metrics.clone();
         let throttle_pause = Duration::from_millis(self.config.throttle_pause_ms);
+        let watchdog = self.config.response_timeout() * 2;
         async move {
             let slots = permits.num_permits() as i64;
             let gauge = metrics.inflight.with_label_values(&[&*carrier, label.as_str()]);
             gauge.add(slots);
-            let (transitions, verdict) = submit_message(&client, &carrier, &message, slots as usize, &metrics).await;
-            gauge.sub(slots);
-            drop(permits);
+            let (transitions, verdict) =
+                submit_message(&client, &carrier, &message, slots as usize, watchdog, &metrics)
+                    .await;
             if verdict.slow_down {
                 *pause_until.lock().await = Some(Instant::now() + throttle_pause);
             }
+            if verdict.reconnect {
+                tracing::warn!(%carrier, bind = %label, "SMSC stopped answering; replacing the session");
+                let _ = client.close().await;
+            }
+            // Keep the window slots until the outcome is stored: after a crash at
+            // most `window` accepted-but-unrecorded submits can be sent twice.
             if let Err(e) = queue.apply(transitions).await {
                 tracing::error!(error = %e, id = %message.id, "cannot record submit outcome");
             }
+            gauge.sub(slots);
+            drop(permits);
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the message: accepted, retried (transient error) or failed (permanent).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -69,6 +70,9 @@ pub(crate) fn classify(e: &SmppError) -> Outcome {
 pub(crate) struct Verdict {
     /// The SMSC asked us to slow down.
     pub slow_down: bool,
+    /// A submit got no answer at all, not even rusmppc's own timeout (the
+    /// peer stopped reading): the session is wedged and must be replaced.
+    pub reconnect: bool,
 }
 
 /// Submits the message's pending segments on `client`, at most `slots` at a
@@ -80,6 +84,7 @@ pub(crate) async fn submit_message(
     carrier: &Arc<str>,
     m: &Message,
     slots: usize,
+    watchdog: Duration,
     metrics: &Metrics,
 ) -> (Vec<(MessageId, Transition)>, Verdict) {
     let pending: Vec<u32> = m.pending_segments().collect();
@@ -95,9 +100,15 @@ pub(crate) async fn submit_message(
         }
     };
     let attempts = pdus.into_iter().map(|(segment, pdu)| async move {
-        let outcome = match client.submit_sm(pdu).await {
-            Ok(resp) => Outcome::Accepted(resp.message_id().to_string()),
-            Err(e) => classify(&e),
+        // rusmppc's response timeout starts only once the PDU is written; a
+        // peer that stops reading would hold the window forever without this.
+        let outcome = match tokio::time::timeout(watchdog, client.submit_sm(pdu)).await {
+            Ok(Ok(resp)) => Outcome::Accepted(resp.message_id().to_string()),
+            Ok(Err(e)) => classify(&e),
+            Err(_) => Outcome::Retry {
+                reason: "stalled",
+                slow_down: false,
+            },
         };
         (segment, outcome)
     });
@@ -133,6 +144,7 @@ pub(crate) async fn submit_message(
                     .with_label_values(&[carrier, reason])
                     .inc();
                 verdict.slow_down |= slow_down;
+                verdict.reconnect |= reason == "stalled";
                 retry = Some(reason);
             }
             Outcome::Fail(error) => {

@@ -5,6 +5,7 @@
 //! [`Queue`] is the stage's public entry. It owns a [`Store`] (the seam for the
 //! durable backend) and wakes carrier binds when work arrives.
 
+mod active;
 pub mod memory;
 pub mod store;
 
