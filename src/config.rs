@@ -40,6 +40,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Where messages and queues are kept.
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Graceful shutdown.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
@@ -96,6 +99,64 @@ impl Default for MessagesConfig {
             max_segments: 10,
         }
     }
+}
+
+/// The message store.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `embedded` (durable, on disk; the default) or `memory` (lost on exit).
+    pub backend: StoreBackend,
+    /// Directory of the embedded store.
+    pub path: std::path::PathBuf,
+    /// When a commit counts as done: `fsync` (survives power loss) or `os`
+    /// (handed to the OS: survives a process crash, not an OS crash).
+    pub durability: Durability,
+    /// Days a finished message stays queryable before compaction removes it.
+    pub retention_days: u32,
+    /// Hours a submitted message waits for its delivery receipt.
+    pub dlr_wait_hours: u32,
+    /// Most messages waiting (queued + scheduled); above it new ones get 503 `overloaded`.
+    pub max_backlog: usize,
+    /// Most writes in one group commit.
+    pub max_batch: usize,
+    /// Hours an Idempotency-Key is remembered.
+    pub idempotency_hours: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Embedded,
+            path: "data".into(),
+            durability: Durability::Fsync,
+            retention_days: 7,
+            dlr_wait_hours: 72,
+            max_backlog: 1_000_000,
+            max_batch: 4096,
+            idempotency_hours: 24,
+        }
+    }
+}
+
+/// Store backend.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// The embedded durable store (fjall) in `store.path`.
+    Embedded,
+    /// Process memory: fast, lost on exit. For tests and throwaway runs.
+    Memory,
+}
+
+/// Commit durability of the embedded store.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fsync every group commit: survives power loss and OS crashes.
+    Fsync,
+    /// Write every group commit to the OS: survives kill -9, not an OS crash.
+    Os,
 }
 
 /// Graceful shutdown on SIGTERM/SIGINT.

@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, Accounts, AppState};
 use crate::carrier::Carriers;
 use crate::compliance::Admission;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, StoreBackend, StoreConfig};
 use crate::metrics::Metrics;
-use crate::queue::{MemoryStore, Queue, Store};
+use crate::queue::{DurableStore, MemoryStore, Queue, Store, StoreError};
 use crate::dlr;
 
 /// Why the gateway could not start.
@@ -25,6 +25,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
     /// The HTTP listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -46,22 +49,42 @@ pub struct Gateway {
     dlr: JoinHandle<()>,
     scheduler_stop: CancellationToken,
     scheduler: JoinHandle<()>,
+    housekeeping_stop: CancellationToken,
+    housekeeping: JoinHandle<()>,
 }
 
 impl Gateway {
-    /// Starts every stage with the in-memory store.
+    /// Opens the configured store (recovering what it holds) and starts every stage.
     pub async fn start(config: Config) -> Result<Self, StartError> {
-        Self::start_with_store(config, Arc::new(MemoryStore::new())).await
+        let metrics = Arc::new(Metrics::new());
+        let store: Arc<dyn Store> = match config.store.backend {
+            StoreBackend::Memory => Arc::new(MemoryStore::new()),
+            StoreBackend::Embedded => {
+                let store_config = config.store.clone();
+                let m = metrics.clone();
+                let store = tokio::task::spawn_blocking(move || DurableStore::open(&store_config, m))
+                    .await
+                    .map_err(|e| StoreError::Backend(format!("open task failed: {e}")))??;
+                Arc::new(store)
+            }
+        };
+        Self::start_with_store(config, store, metrics).await
     }
 
     /// Starts every stage on the given store.
     pub async fn start_with_store(
         config: Config,
         store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StartError> {
         let accounts = Arc::new(Accounts::from_config(&config.accounts)?);
-        let metrics = Arc::new(Metrics::new());
-        let queue = Queue::new(store, metrics.clone());
+        let queue = Queue::new(store, metrics.clone(), config.store.max_backlog);
+        let housekeeping_stop = CancellationToken::new();
+        let housekeeping = tokio::spawn(housekeeping(
+            queue.clone(),
+            config.store.clone(),
+            housekeeping_stop.clone(),
+        ));
 
         let scheduler_stop = CancellationToken::new();
         let scheduler = tokio::spawn(queue.clone().run_scheduler(scheduler_stop.clone()));
@@ -84,6 +107,8 @@ impl Gateway {
             binds_up: carriers.binds_up_handle(),
             concat_ref: Arc::new(AtomicU8::new(rand::random())),
             max_body_bytes: config.http.max_body_bytes,
+            idempotency: Arc::default(),
+            idempotency_window: chrono::Duration::hours(i64::from(config.store.idempotency_hours)),
         };
         let addr = config.http.listen;
         let listener = TcpListener::bind(addr)
@@ -113,6 +138,8 @@ impl Gateway {
             dlr,
             scheduler_stop,
             scheduler,
+            housekeeping_stop,
+            housekeeping,
         })
     }
 
@@ -147,6 +174,38 @@ impl Gateway {
         let _ = self.dlr.await;
         self.scheduler_stop.cancel();
         let _ = self.scheduler.await;
+        self.housekeeping_stop.cancel();
+        let _ = self.housekeeping.await;
+        if let Err(e) = self.queue.close().await {
+            tracing::error!(error = %e, "store did not close cleanly");
+        }
         tracing::info!("smsgate stopped");
+    }
+}
+
+/// How often housekeeping (retention, idempotency expiry) runs.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
+
+/// Periodic compaction: finished messages past retention, idempotency keys
+/// past their window, submitted messages whose receipt never came.
+async fn housekeeping(queue: Arc<Queue>, config: StoreConfig, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HOUSEKEEPING_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = chrono::Utc::now();
+        let result = queue
+            .compact(
+                now - chrono::Duration::days(i64::from(config.retention_days)),
+                now - chrono::Duration::hours(i64::from(config.idempotency_hours)),
+                now - chrono::Duration::hours(i64::from(config.dlr_wait_hours)),
+            )
+            .await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "compaction"),
+            Err(e) => tracing::error!(error = %e, "compaction failed"),
+        }
     }
 }

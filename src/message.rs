@@ -25,6 +25,16 @@ impl MessageId {
     pub fn generate() -> Self {
         Self(Ulid::new())
     }
+
+    /// The 16 big-endian bytes of the ULID (sorts by creation time).
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_bytes()
+    }
+
+    /// Reads an id written by [`MessageId::to_bytes`].
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(Ulid::from_bytes(bytes))
+    }
 }
 
 impl fmt::Display for MessageId {

@@ -3,7 +3,8 @@
 //! prefix and follow Prometheus naming (`_total` counters, `_seconds` histograms).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets (seconds) for accept → submit and submit → receipt.
@@ -53,6 +54,14 @@ pub struct Metrics {
     pub inflight: IntGaugeVec,
     /// 1 when the bind is up, by carrier and bind.
     pub bind_up: IntGaugeVec,
+    /// Duration of one group commit of the durable store.
+    pub store_commit_seconds: Histogram,
+    /// Writes per group commit.
+    pub store_commit_writes: Histogram,
+    /// Bytes the durable store uses on disk.
+    pub store_disk_bytes: IntGauge,
+    /// Records removed by compaction (retention, expired idempotency keys).
+    pub store_compacted: IntCounter,
 }
 
 impl Metrics {
@@ -86,7 +95,45 @@ impl Metrics {
                 .expect("metric names are unique");
             h
         };
+        let store_commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "smsgate_store_commit_seconds",
+                "Duration of one group commit (write + sync) of the durable store.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("metric definitions are static and valid");
+        let store_commit_writes = Histogram::with_opts(
+            HistogramOpts::new(
+                "smsgate_store_commit_writes",
+                "Writes per group commit of the durable store.",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0]),
+        )
+        .expect("metric definitions are static and valid");
+        let store_disk_bytes = IntGauge::new(
+            "smsgate_store_disk_bytes",
+            "Bytes the durable store uses on disk.",
+        )
+        .expect("metric definitions are static and valid");
+        let store_compacted = IntCounter::new(
+            "smsgate_store_compacted_total",
+            "Records removed by compaction (retention, expired idempotency keys).",
+        )
+        .expect("metric definitions are static and valid");
+        for c in [
+            Box::new(store_commit_seconds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(store_commit_writes.clone()),
+            Box::new(store_disk_bytes.clone()),
+            Box::new(store_compacted.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
         Self {
+            store_commit_seconds,
+            store_commit_writes,
+            store_disk_bytes,
+            store_compacted,
             accepted: counter(
                 "smsgate_messages_accepted_total",
                 "Messages accepted with 202.",

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::compliance::Refusal;
-use crate::queue::StoreError;
+use crate::queue::{EnqueueError, StoreError};
 
 /// An API error: HTTP status, stable code and human sentence.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +74,11 @@ impl ApiError {
         )
     }
 
+    /// 409 `idempotency_conflict`.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "idempotency_conflict", message)
+    }
+
     /// 503 `not_ready`.
     pub fn not_ready(message: impl Into<String>) -> Self {
         Self {
@@ -86,6 +91,22 @@ impl ApiError {
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, r.code(), r.to_string())
+    }
+}
+
+impl From<EnqueueError> for ApiError {
+    fn from(e: EnqueueError) -> Self {
+        match e {
+            EnqueueError::Overloaded { backlog } => Self {
+                retry_after: Some(1),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    format!("The gateway's queue is full ({backlog} messages waiting). Retry shortly."),
+                )
+            },
+            EnqueueError::Store(e) => e.into(),
+        }
     }
 }
 

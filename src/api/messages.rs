@@ -2,19 +2,24 @@
 
 use std::sync::atomic::Ordering;
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::Account;
 use super::error::ApiError;
+use super::idempotency;
 use super::json::ApiJson;
 use crate::compliance::Submission;
 use crate::encoding::Encoding;
 use crate::message::{ErrorInfo, Kind, Message, MessageId, Status};
+use crate::queue::IdempotencyRecord;
 
 /// Body of `POST /v1/messages`.
 #[derive(Clone, Debug, Deserialize)]
@@ -128,11 +133,60 @@ impl From<&Message> for MessageView {
 }
 
 /// `POST /v1/messages`: admit, store (durably, before answering), answer 202.
+/// With an `Idempotency-Key`, a repeat returns the first answer.
 pub async fn send(
     State(state): State<AppState>,
     Account(account): Account,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<SendRequest>,
-) -> Result<(StatusCode, Json<SendResponse>), ApiError> {
+) -> Result<Response, ApiError> {
+    let Some(key) = idempotency::key_from(&headers)? else {
+        return accept(&state, &account, req, None).await;
+    };
+    if let Some(first) = remembered(&state, &account, &key).await? {
+        return Ok(first);
+    }
+    let _claim = state.idempotency.claim(account.clone(), key.clone()).await?;
+    // The first request may have finished while we waited for the claim.
+    if let Some(first) = remembered(&state, &account, &key).await? {
+        return Ok(first);
+    }
+    accept(&state, &account, req, Some(key)).await
+}
+
+/// The stored first answer for this key, if still remembered.
+async fn remembered(
+    state: &AppState,
+    account: &str,
+    key: &str,
+) -> Result<Option<Response>, ApiError> {
+    let Some(record) = state.queue.idempotency(account, key).await? else {
+        return Ok(None);
+    };
+    if record.created_at < Utc::now() - state.idempotency_window {
+        return Ok(None);
+    }
+    let status = StatusCode::from_u16(record.status).unwrap_or(StatusCode::ACCEPTED);
+    Ok(Some(
+        (
+            status,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (HeaderName::from_static("idempotent-replayed"), "true"),
+            ],
+            record.body,
+        )
+            .into_response(),
+    ))
+}
+
+/// Admits and enqueues one message; the 202 is stored with it when keyed.
+async fn accept(
+    state: &AppState,
+    account: &Arc<str>,
+    req: SendRequest,
+    idempotency_key: Option<String>,
+) -> Result<Response, ApiError> {
     if req.text.is_empty() {
         return Err(ApiError::malformed("text must not be empty."));
     }
@@ -161,9 +215,22 @@ pub async fn send(
         encoding: message.encoding,
         country: message.country.clone(),
     };
-    state.queue.enqueue(vec![message]).await?;
+    let body = serde_json::to_vec(&response).unwrap_or_default();
+    let record = idempotency_key.map(|key| IdempotencyRecord {
+        account: account.to_string(),
+        key,
+        status: StatusCode::ACCEPTED.as_u16(),
+        body: body.clone(),
+        created_at: now,
+    });
+    state.queue.enqueue(vec![message], record).await?;
     state.metrics.accepted.with_label_values(&[kind.as_str()]).inc();
-    Ok((StatusCode::ACCEPTED, Json(response)))
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 /// `GET /v1/messages/{id}`: the message's status; another account's id is 404.

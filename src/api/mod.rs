@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod idempotency;
 mod json;
 pub mod messages;
 mod ops;
@@ -43,6 +44,10 @@ pub struct AppState {
     pub concat_ref: Arc<AtomicU8>,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// Idempotency keys being processed right now.
+    pub idempotency: Arc<idempotency::InFlightKeys>,
+    /// How long an Idempotency-Key is remembered.
+    pub idempotency_window: chrono::Duration,
 }
 
 /// The API's routes with their layers.

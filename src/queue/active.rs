@@ -164,6 +164,19 @@ impl ActiveSet {
         }
     }
 
+    /// Stops tracking submitted messages whose receipt has not come by
+    /// `cutoff` (they stay `submitted` on disk); returns their ids.
+    pub(crate) fn evict_submitted_before(&mut self, cutoff: DateTime<Utc>) -> Vec<MessageId> {
+        let stale: Vec<Message> = self
+            .messages
+            .values()
+            .filter(|m| m.status == Status::Submitted && m.submitted_at.is_some_and(|at| at < cutoff))
+            .cloned()
+            .collect();
+        stale.iter().for_each(|m| self.evict(m));
+        stale.into_iter().map(|m| m.id).collect()
+    }
+
     /// Drops a finished message and its index entries.
     fn evict(&mut self, m: &Message) {
         self.messages.remove(&m.id);

@@ -2,13 +2,16 @@
 //! process. For tests and throwaway runs; the durable embedded store is the
 //! default.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::active::ActiveSet;
-use super::store::{AppliedTransition, QueueDepths, Released, Store, StoreError};
+use super::store::{
+    AppliedTransition, IdempotencyRecord, QueueDepths, Released, Store, StoreError,
+};
 use crate::message::{Message, MessageId, Transition};
 
 /// A [`Store`] held in process memory.
@@ -16,6 +19,7 @@ pub struct MemoryStore {
     // A std mutex: every critical section is a few map operations and never
     // spans an `.await`, so an async mutex would only add overhead.
     active: Mutex<ActiveSet>,
+    idempotency: Mutex<HashMap<(String, String), IdempotencyRecord>>,
 }
 
 impl MemoryStore {
@@ -23,6 +27,7 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self {
             active: Mutex::new(ActiveSet::new(true)),
+            idempotency: Mutex::new(HashMap::new()),
         }
     }
 
@@ -41,10 +46,35 @@ impl Default for MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn append(&self, messages: Vec<Message>) -> Result<(), StoreError> {
+    async fn append(
+        &self,
+        messages: Vec<Message>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
         let mut active = self.lock();
         messages.into_iter().for_each(|m| active.insert(m));
+        drop(active);
+        if let Some(record) = idempotency {
+            let key = (record.account.clone(), record.key.clone());
+            self.idempotency
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, record);
+        }
         Ok(())
+    }
+
+    async fn idempotency(
+        &self,
+        account: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        Ok(self
+            .idempotency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(account.to_owned(), key.to_owned()))
+            .cloned())
     }
 
     async fn get(&self, id: MessageId) -> Result<Option<Message>, StoreError> {

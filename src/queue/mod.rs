@@ -6,6 +6,7 @@
 //! durable backend) and wakes carrier binds when work arrives.
 
 mod active;
+pub mod durable;
 pub mod memory;
 pub mod store;
 
@@ -19,16 +20,32 @@ use tokio_util::sync::CancellationToken;
 use crate::message::{Applied, Kind, Message, MessageId, Status, Transition};
 use crate::metrics::Metrics;
 
+pub use durable::DurableStore;
 pub use memory::MemoryStore;
-pub use store::{AppliedTransition, QueueDepths, Store, StoreError};
+pub use store::{AppliedTransition, IdempotencyRecord, QueueDepths, Store, StoreError};
 
 /// Longest a waiting bind or the scheduler sleeps without re-checking the store.
 const RECHECK: Duration = Duration::from_secs(1);
+
+/// Why a message could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// The backlog is at its configured maximum (back-pressure: retry later).
+    #[error("the queue holds {backlog} messages, its maximum")]
+    Overloaded {
+        /// Messages waiting now.
+        backlog: usize,
+    },
+    /// The store failed; nothing was accepted.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// The priority queue in front of the carriers.
 pub struct Queue {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    max_backlog: usize,
     /// Woken when messages become ready (new, requeued, released).
     ready: Notify,
     /// Woken when a scheduled message is appended (it may be due sooner).
@@ -36,26 +53,63 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// A queue over `store`.
-    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// A queue over `store` that refuses new messages beyond `max_backlog` waiting.
+    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, max_backlog: usize) -> Arc<Self> {
         Arc::new(Self {
             store,
             metrics,
+            max_backlog,
             ready: Notify::new(),
             schedule_changed: Notify::new(),
         })
     }
 
-    /// Stores accepted messages (one commit) and wakes the binds. Returns only
-    /// once the store has them.
-    pub async fn enqueue(&self, messages: Vec<Message>) -> Result<(), StoreError> {
+    /// Stores accepted messages (one commit, together with the request's
+    /// idempotency record) and wakes the binds. Returns only once the store
+    /// has them durably; refuses them when the backlog is full.
+    pub async fn enqueue(
+        &self,
+        messages: Vec<Message>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<(), EnqueueError> {
+        let d = self.store.depths();
+        let backlog = d.queued.iter().sum::<usize>() + d.scheduled;
+        if backlog + messages.len() > self.max_backlog {
+            return Err(EnqueueError::Overloaded { backlog });
+        }
         let scheduled = messages.iter().any(|m| m.status == Status::Scheduled);
-        self.store.append(messages).await?;
+        self.store.append(messages, idempotency).await?;
         self.ready.notify_waiters();
         if scheduled {
             self.schedule_changed.notify_one();
         }
         Ok(())
+    }
+
+    /// The remembered answer for an account's Idempotency-Key.
+    pub async fn idempotency(
+        &self,
+        account: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.store.idempotency(account, key).await
+    }
+
+    /// Housekeeping; see [`Store::compact`].
+    pub async fn compact(
+        &self,
+        finished_before: chrono::DateTime<Utc>,
+        idempotency_before: chrono::DateTime<Utc>,
+        dlr_cutoff: chrono::DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        self.store
+            .compact(finished_before, idempotency_before, dlr_cutoff)
+            .await
+    }
+
+    /// Flushes the store before exit.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.store.close().await
     }
 
     /// Looks a message up.

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::message::{Applied, Message, MessageId, Transition};
 
 /// A store failure. The API maps it to 503; nothing is acknowledged on error.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend failed (I/O, corruption, connection).
     #[error("store backend error: {0}")]
@@ -39,15 +39,42 @@ pub struct Released {
     pub next_due: Option<DateTime<Utc>>,
 }
 
+/// The first answer to a request that carried an `Idempotency-Key`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdempotencyRecord {
+    /// Account that sent the request.
+    pub account: String,
+    /// The client's key.
+    pub key: String,
+    /// HTTP status of the first answer.
+    pub status: u16,
+    /// Body of the first answer.
+    pub body: Vec<u8>,
+    /// When the first request was answered.
+    pub created_at: DateTime<Utc>,
+}
+
 /// A message after a transition, with what the transition did.
 pub type AppliedTransition = Option<(Message, Applied)>;
 
 /// Storage for messages, queues, schedule and the SMSC-id index.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores new messages in one commit: `queued` ones join the tail of their
-    /// kind's queue, `scheduled` ones the schedule.
-    async fn append(&self, messages: Vec<Message>) -> Result<(), StoreError>;
+    /// Stores new messages in one commit (with the idempotency record of the
+    /// request, if any): `queued` ones join the tail of their kind's queue,
+    /// `scheduled` ones the schedule. Returns once the commit is durable.
+    async fn append(
+        &self,
+        messages: Vec<Message>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// The remembered answer for an account's Idempotency-Key, if any.
+    async fn idempotency(
+        &self,
+        account: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
 
     /// Looks a message up by id.
     async fn get(&self, id: MessageId) -> Result<Option<Message>, StoreError>;
@@ -77,4 +104,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Current queue depths (cheap; called on every metrics scrape).
     fn depths(&self) -> QueueDepths;
+
+    /// Housekeeping: removes finished messages older than the retention and
+    /// idempotency keys past their time, and stops waiting for receipts of
+    /// messages submitted before `dlr_cutoff`. Works in small batches so the
+    /// hot path is not stalled. Returns how many records it removed.
+    async fn compact(
+        &self,
+        _finished_before: DateTime<Utc>,
+        _idempotency_before: DateTime<Utc>,
+        _dlr_cutoff: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
+    /// Flushes everything to disk before the process exits.
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -14,19 +14,39 @@ pub const KEY: &str = "test-key";
 
 /// A gateway wired to a simulator.
 pub struct Harness {
+    pub data: tempfile::TempDir,
     pub sim: Simulator,
     pub gateway: Gateway,
     pub http: reqwest::Client,
     pub base: String,
 }
 
-/// Gateway config for tests: one account, one carrier at `smpp`, fast reconnects.
-pub fn test_config(smpp: std::net::SocketAddr, binds: u32, window: u32) -> Config {
-    Config::parse(&format!(
+/// Gateway config for tests: one account, one carrier at `smpp`, fast
+/// reconnects, the durable store in `data`.
+pub fn test_config(
+    smpp: std::net::SocketAddr,
+    binds: u32,
+    window: u32,
+    data: &std::path::Path,
+) -> Config {
+    Config::parse(&config_text(smpp, binds, window, data)).expect("test config is valid")
+}
+
+/// The TOML of [`test_config`] (the crash tests write it to a file).
+pub fn config_text(
+    smpp: std::net::SocketAddr,
+    binds: u32,
+    window: u32,
+    data: &std::path::Path,
+) -> String {
+    format!(
         r#"
 [http]
 listen = "127.0.0.1:0"
 max_body_bytes = 65536
+
+[store]
+path = "{data}"
 
 [shutdown]
 grace_s = 2
@@ -51,9 +71,9 @@ response_timeout_s = 5
 reconnect_min_ms = 50
 reconnect_max_ms = 500
 throttle_pause_ms = 20
-"#
-    ))
-    .expect("test config is valid")
+"#,
+        data = data.display()
+    )
 }
 
 impl Harness {
@@ -70,12 +90,14 @@ impl Harness {
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
         let sim = Simulator::start(sim).await.expect("simulator starts");
-        let mut config = test_config(sim.smpp_addr(), binds, window);
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(sim.smpp_addr(), binds, window, data.path());
         tweak(&mut config);
         let gateway = Gateway::start(config).await.expect("gateway starts");
         let base = format!("http://{}", gateway.http_addr());
         let http = reqwest::Client::new();
         let h = Self {
+            data,
             sim,
             gateway,
             http,

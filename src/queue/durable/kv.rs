@@ -1,0 +1,125 @@
+//! The embedded database under the durable store: fjall (an LSM tree with a
+//! journal), chosen over redb by `benches/store_backends.rs`. Everything the
+//! store writes goes through [`Kv::commit`] as one atomic batch.
+
+use std::path::Path;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use crate::queue::StoreError;
+
+/// The keyspaces (tables) of the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Space {
+    /// message id → postcard(Message): every message, until retention removes it.
+    Messages = 0,
+    /// message id → (): messages not final yet (rebuilt into memory on start).
+    Active = 1,
+    /// done_at ms (BE) ++ id → (): finished messages in finishing order, for retention.
+    Finished = 2,
+    /// account ++ 0 ++ key → postcard(IdempotencyRecord).
+    Idempotency = 3,
+    /// created ms (BE) ++ account ++ 0 ++ key → (): idempotency keys in age order.
+    IdempotencyByTime = 4,
+}
+
+const SPACES: [&str; 5] = ["messages", "active", "finished", "idempotency", "idempotency_by_time"];
+
+/// One write of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// Insert or overwrite.
+    Put(Space, Vec<u8>, Vec<u8>),
+    /// Remove.
+    Delete(Space, Vec<u8>),
+}
+
+/// The fjall database and its keyspaces.
+pub(crate) struct Kv {
+    db: Database,
+    spaces: Vec<Keyspace>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl Kv {
+    /// Opens (or creates) the database in `path`, replaying its journal.
+    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::builder(path).open().map_err(backend)?;
+        let spaces = SPACES
+            .iter()
+            .map(|name| db.keyspace(name, KeyspaceCreateOptions::default))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        Ok(Self { db, spaces })
+    }
+
+    fn space(&self, s: Space) -> &Keyspace {
+        &self.spaces[s as usize]
+    }
+
+    /// Applies the writes atomically. With `sync`, fsyncs the journal before
+    /// returning; without, hands it to the OS (survives a process crash).
+    pub(crate) fn commit<'a>(
+        &self,
+        writes: impl Iterator<Item = &'a Write>,
+        sync: bool,
+    ) -> Result<(), StoreError> {
+        let mode = if sync {
+            PersistMode::SyncData
+        } else {
+            PersistMode::Buffer
+        };
+        let mut batch = self.db.batch().durability(Some(mode));
+        for w in writes {
+            match w {
+                Write::Put(s, k, v) => batch.insert(self.space(*s), k.as_slice(), v.as_slice()),
+                Write::Delete(s, k) => batch.remove(self.space(*s), k.as_slice()),
+            }
+        }
+        batch.commit().map_err(backend)
+    }
+
+    /// Reads one value.
+    pub(crate) fn get(&self, s: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .space(s)
+            .get(key)
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Every key of a keyspace, in order.
+    pub(crate) fn keys(&self, s: Space) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.space(s)
+            .iter()
+            .map(|g| g.key().map(|k| k.to_vec()).map_err(backend))
+            .collect()
+    }
+
+    /// Up to `limit` keys below `upper` (exclusive), in order.
+    pub(crate) fn keys_below(
+        &self,
+        s: Space,
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.space(s)
+            .range(..upper)
+            .take(limit)
+            .map(|g| g.key().map(|k| k.to_vec()).map_err(backend))
+            .collect()
+    }
+
+    /// Bytes on disk.
+    pub(crate) fn disk_space(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+
+    /// fsyncs everything written so far.
+    pub(crate) fn persist(&self) -> Result<(), StoreError> {
+        self.db.persist(PersistMode::SyncAll).map_err(backend)
+    }
+}
