@@ -8,12 +8,14 @@
 
 pub mod pdu;
 mod session;
+pub mod smpp;
 mod submit;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use rusmpp::CommandStatus;
 use rusmpp::pdus::{DeliverSm, DeliverSmResp};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -35,21 +37,19 @@ pub struct Inbound {
 
 /// Acknowledges one deliver_sm on the session it arrived on.
 pub struct DeliverAck {
-    client: rusmppc::Client,
+    client: smpp::SmppClient,
     sequence_number: u32,
 }
 
 impl DeliverAck {
     /// Sends deliver_sm_resp (ESME_ROK). If the session has died meanwhile the
-    /// SMSC will redeliver, so a failure here is only logged.
-    pub async fn send(self) {
-        if let Err(e) = self
-            .client
-            .deliver_sm_resp(self.sequence_number, DeliverSmResp::default())
-            .await
-        {
-            tracing::debug!(error = %e, "deliver_sm_resp not sent (session gone)");
-        }
+    /// SMSC will redeliver, so nothing is lost.
+    pub fn send(self) {
+        self.client.respond(
+            self.sequence_number,
+            CommandStatus::EsmeRok,
+            DeliverSmResp::default(),
+        );
     }
 }
 

@@ -9,19 +9,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
 use rand::Rng;
-use rusmpp::Pdu;
 use rusmpp::pdus::BindTransceiver;
 use rusmpp::types::COctetString;
 use rusmpp::values::{InterfaceVersion, Npi, Ton};
-use rusmppc::{Client, ConnectionBuilder, Event};
+use rusmpp::{Command, CommandStatus, Pdu};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::smpp::{SessionSettings, SessionTasks, SmppClient, SmppError};
 use super::submit::submit_message;
 use super::{DeliverAck, Inbound, Shared};
 use crate::config::CarrierConfig;
@@ -37,7 +37,7 @@ enum BindError {
     #[error("invalid bind credentials in config: {0}")]
     Credentials(String),
     #[error(transparent)]
-    Smpp(#[from] rusmppc::error::Error),
+    Smpp(#[from] SmppError),
 }
 
 /// A bind field from config, checked against its SMPP length limit.
@@ -70,10 +70,10 @@ impl Bind {
         let mut delay = min;
         while !self.shared.stop.is_cancelled() {
             match self.connect().await {
-                Ok((client, events)) => {
+                Ok((client, inbound, tasks)) => {
                     delay = min;
                     tracing::info!(carrier = %self.carrier, bind = %self.label, "bound");
-                    self.serve(client, events).await;
+                    self.serve(client, inbound, tasks).await;
                     tracing::warn!(carrier = %self.carrier, bind = %self.label, "session ended");
                 }
                 Err(e) => {
@@ -91,13 +91,8 @@ impl Bind {
 
     async fn connect(
         &self,
-    ) -> Result<(Client, impl Stream<Item = Event> + Unpin + 'static), BindError> {
+    ) -> Result<(SmppClient, mpsc::Receiver<Command>, SessionTasks), BindError> {
         let c = &self.config;
-        let builder = ConnectionBuilder::new()
-            .enquire_link_interval(Duration::from_secs(c.enquire_link_s.max(1)))
-            .enquire_link_response_timeout(c.response_timeout())
-            .response_timeout(c.response_timeout())
-            .disable_interface_version_check();
         let connect_timeout = Duration::from_secs(c.connect_timeout_s.max(1));
         let authority = c.url.strip_prefix("smpp://").unwrap_or(&c.url);
         let authority = authority.split('/').next().unwrap_or(authority);
@@ -106,14 +101,19 @@ impl Bind {
         } else {
             format!("{authority}:2775") // SMPP's registered port
         };
-        // Our own socket (rusmppc's connect leaves Nagle on, which costs ~40 ms
-        // per lone submit_sm against delayed ACKs) and our own connect timeout.
         let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(address.as_str()))
             .await
             .map_err(|_| BindError::ConnectTimeout(connect_timeout))?
             .map_err(BindError::Connect)?;
+        // One PDU is often all there is to send: don't let Nagle hold it back.
         stream.set_nodelay(true).map_err(BindError::Connect)?;
-        let (client, events) = builder.connected(stream);
+        let (client, inbound, tasks) = SmppClient::start(
+            stream,
+            SessionSettings {
+                response_timeout: c.response_timeout(),
+                enquire_link: Duration::from_secs(c.enquire_link_s.max(1)),
+            },
+        );
         let bind = BindTransceiver::builder()
             .system_id(credential("system_id", &c.system_id)?)
             .password(credential("password", &c.password)?)
@@ -124,11 +124,11 @@ impl Bind {
             .address_range(COctetString::empty())
             .build();
         client.bind_transceiver(bind).await?;
-        Ok((client, events))
+        Ok((client, inbound, tasks))
     }
 
     /// Serves one bound session until the link drops or the gateway stops.
-    async fn serve(&self, client: Client, events: impl Stream<Item = Event> + Unpin + Send + 'static) {
+    async fn serve(&self, client: SmppClient, inbound: mpsc::Receiver<Command>, tasks: SessionTasks) {
         let m = &self.shared.metrics;
         let labels = [&*self.carrier, self.label.as_str()];
         m.binds_total.with_label_values(&[&self.carrier]).inc();
@@ -137,8 +137,8 @@ impl Bind {
 
         // Cancelled when the gateway stops or the connection ends.
         let done = self.shared.stop.child_token();
-        let reader = tokio::spawn(read_events(
-            events,
+        let reader = tokio::spawn(read_inbound(
+            inbound,
             client.clone(),
             self.carrier.clone(),
             self.shared.inbound.clone(),
@@ -155,13 +155,13 @@ impl Bind {
             if drained.is_err() {
                 tracing::warn!(carrier = %self.carrier, bind = %self.label, "grace period over; requeueing what is still in flight");
             }
-            let _ = tokio::time::timeout(Duration::from_secs(2), client.unbind()).await;
-            let _ = client.close().await;
+            client.unbind().await;
         }
         // Submits still waiting fail with a connection error and requeue their message.
+        client.close();
+        drop(tasks);
         while inflight.join_next().await.is_some() {}
-        let _ = client.close().await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+        reader.abort();
 
         m.bind_up.with_label_values(&labels).set(0);
         m.inflight.with_label_values(&labels).set(0);
@@ -170,7 +170,7 @@ impl Bind {
 
     /// Takes messages from the queue while window slots are free, spawning one
     /// task per message. Returns the tasks still running when `done` fires.
-    async fn dispatch(&self, client: &Client, done: &CancellationToken) -> JoinSet<()> {
+    async fn dispatch(&self, client: &SmppClient, done: &CancellationToken) -> JoinSet<()> {
         let window = Arc::new(Semaphore::new(self.config.window as usize));
         let pause_until: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
         let mut inflight = JoinSet::new();
@@ -229,7 +229,7 @@ impl Bind {
 
     fn submit_task(
         &self,
-        client: Client,
+        client: SmppClient,
         message: Message,
         permits: OwnedSemaphorePermit,
         pause_until: Arc<Mutex<Option<Instant>>>,
@@ -239,20 +239,15 @@ impl Bind {
         let queue = self.shared.queue.clone();
         let metrics = self.shared.metrics.clone();
         let throttle_pause = Duration::from_millis(self.config.throttle_pause_ms);
-        let watchdog = self.config.response_timeout() * 2;
         async move {
             let slots = permits.num_permits() as i64;
             let gauge = metrics.inflight.with_label_values(&[&*carrier, label.as_str()]);
             gauge.add(slots);
             let (transitions, verdict) =
-                submit_message(&client, &carrier, &message, slots as usize, watchdog, &metrics)
+                submit_message(&client, &carrier, &message, slots as usize, &metrics)
                     .await;
             if verdict.slow_down {
                 *pause_until.lock().await = Some(Instant::now() + throttle_pause);
-            }
-            if verdict.reconnect {
-                tracing::warn!(%carrier, bind = %label, "SMSC stopped answering; replacing the session");
-                let _ = client.close().await;
             }
             // Keep the window slots until the outcome is stored: after a crash at
             // most `window` accepted-but-unrecorded submits can be sent twice.
@@ -277,54 +272,41 @@ async fn acquire(
     }
 }
 
-/// Reads inbound PDUs until the connection ends, then cancels `done`.
-async fn read_events(
-    mut events: impl Stream<Item = Event> + Unpin,
-    client: Client,
+/// Hands the SMSC's PDUs to the DLR stage until the session ends, then
+/// cancels `done`.
+async fn read_inbound(
+    mut inbound: mpsc::Receiver<Command>,
+    client: SmppClient,
     carrier: Arc<str>,
-    inbound: tokio::sync::mpsc::Sender<Inbound>,
+    dlr: mpsc::Sender<Inbound>,
     done: CancellationToken,
 ) {
-    while let Some(event) = events.next().await {
-        match event {
-            Event::Incoming(cmd) => {
-                let sequence_number = cmd.sequence_number();
-                match cmd.pdu() {
-                    Some(Pdu::DeliverSm(d)) => {
-                        let msg = Inbound {
-                            carrier: carrier.clone(),
-                            deliver_sm: d.clone(),
-                            ack: DeliverAck {
-                                client: client.clone(),
-                                sequence_number,
-                            },
-                        };
-                        // A bounded channel: a slow DLR stage holds back acks, which
-                        // is the only back-pressure SMPP gives us towards the SMSC.
-                        if inbound.send(msg).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(Pdu::Unbind) => {
-                        tracing::info!(%carrier, "SMSC asked to unbind");
-                        let _ = client.unbind_resp(sequence_number).await;
-                        break;
-                    }
-                    Some(Pdu::SubmitSmResp(resp)) => {
-                        // A response after our timeout: the message was already
-                        // requeued, so it may be delivered twice (at-least-once).
-                        tracing::warn!(%carrier, smsc_id = %resp.message_id(), "late submit_sm_resp");
-                    }
-                    _ => {
-                        tracing::debug!(%carrier, id = ?cmd.id(), "unhandled inbound PDU");
-                        if cmd.id().is_operation() {
-                            let _ = client.generic_nack(sequence_number).await;
-                        }
-                    }
+    while let Some(cmd) = inbound.recv().await {
+        let sequence_number = cmd.sequence_number();
+        match cmd.pdu() {
+            Some(Pdu::DeliverSm(d)) => {
+                let msg = Inbound {
+                    carrier: carrier.clone(),
+                    deliver_sm: d.clone(),
+                    ack: DeliverAck {
+                        client: client.clone(),
+                        sequence_number,
+                    },
+                };
+                // A bounded channel: a slow DLR stage holds back reading and
+                // acks, the only back-pressure SMPP gives us towards the SMSC.
+                if dlr.send(msg).await.is_err() {
+                    break;
                 }
             }
-            Event::Error(e) => {
-                tracing::warn!(%carrier, error = %e, "SMPP connection error");
+            Some(Pdu::Unbind) => {
+                tracing::info!(%carrier, "SMSC asked to unbind");
+                client.respond(sequence_number, CommandStatus::EsmeRok, Pdu::UnbindResp);
+                break;
+            }
+            _ => {
+                tracing::debug!(%carrier, id = ?cmd.id(), "unsupported PDU from the SMSC");
+                client.respond(sequence_number, CommandStatus::EsmeRinvcmdid, Pdu::GenericNack);
             }
         }
     }

@@ -2,14 +2,13 @@
 //! the message: accepted, retried (transient error) or failed (permanent).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
 use rusmpp::CommandStatus;
-use rusmppc::error::Error as SmppError;
 
 use super::pdu;
+use super::smpp::{SmppClient, SmppError};
 use crate::message::{ErrorInfo, Message, MessageId, Transition};
 use crate::metrics::Metrics;
 
@@ -29,36 +28,30 @@ pub(crate) enum Outcome {
     Fail(ErrorInfo),
 }
 
-/// Classifies an rusmppc error: throttling, a full queue, timeouts and lost
+/// Classifies a submit failure: throttling, a full queue, timeouts and lost
 /// connections are transient; any other command_status is permanent.
 pub(crate) fn classify(e: &SmppError) -> Outcome {
     match e {
-        SmppError::UnexpectedResponse { response } => match response.status() {
-            CommandStatus::EsmeRthrottled => Outcome::Retry {
-                reason: "throttled",
-                slow_down: true,
-            },
-            CommandStatus::EsmeRmsgqful => Outcome::Retry {
-                reason: "queue_full",
-                slow_down: true,
-            },
-            status => {
-                let code: u32 = status.into();
-                Outcome::Fail(ErrorInfo::new(
-                    format!("smpp_0x{code:08x}"),
-                    format!("The carrier refused the message: {status:?} (0x{code:08x})."),
-                ))
-            }
+        SmppError::Status(CommandStatus::EsmeRthrottled) => Outcome::Retry {
+            reason: "throttled",
+            slow_down: true,
         },
-        SmppError::ResponseTimeout { .. } => Outcome::Retry {
+        SmppError::Status(CommandStatus::EsmeRmsgqful) => Outcome::Retry {
+            reason: "queue_full",
+            slow_down: true,
+        },
+        SmppError::Status(status) => {
+            let code: u32 = (*status).into();
+            Outcome::Fail(ErrorInfo::new(
+                format!("smpp_0x{code:08x}"),
+                format!("The carrier refused the message: {status:?} (0x{code:08x})."),
+            ))
+        }
+        SmppError::Timeout(_) => Outcome::Retry {
             reason: "timeout",
             slow_down: false,
         },
-        SmppError::Encode(err) => Outcome::Fail(ErrorInfo::new(
-            "smpp_encode",
-            format!("The message could not be encoded as SMPP: {err}."),
-        )),
-        _ => Outcome::Retry {
+        SmppError::Closed | SmppError::Unexpected => Outcome::Retry {
             reason: "disconnected",
             slow_down: false,
         },
@@ -70,9 +63,6 @@ pub(crate) fn classify(e: &SmppError) -> Outcome {
 pub(crate) struct Verdict {
     /// The SMSC asked us to slow down.
     pub slow_down: bool,
-    /// A submit got no answer at all, not even rusmppc's own timeout (the
-    /// peer stopped reading): the session is wedged and must be replaced.
-    pub reconnect: bool,
 }
 
 /// Submits the message's pending segments on `client`, at most `slots` at a
@@ -80,11 +70,10 @@ pub(crate) struct Verdict {
 /// settle the message. Never loses the message: anything but acceptance or a
 /// permanent refusal requeues it.
 pub(crate) async fn submit_message(
-    client: &rusmppc::Client,
+    client: &SmppClient,
     carrier: &Arc<str>,
     m: &Message,
     slots: usize,
-    watchdog: Duration,
     metrics: &Metrics,
 ) -> (Vec<(MessageId, Transition)>, Verdict) {
     let pending: Vec<u32> = m.pending_segments().collect();
@@ -100,15 +89,9 @@ pub(crate) async fn submit_message(
         }
     };
     let attempts = pdus.into_iter().map(|(segment, pdu)| async move {
-        // rusmppc's response timeout starts only once the PDU is written; a
-        // peer that stops reading would hold the window forever without this.
-        let outcome = match tokio::time::timeout(watchdog, client.submit_sm(pdu)).await {
-            Ok(Ok(resp)) => Outcome::Accepted(resp.message_id().to_string()),
-            Ok(Err(e)) => classify(&e),
-            Err(_) => Outcome::Retry {
-                reason: "stalled",
-                slow_down: false,
-            },
+        let outcome = match client.submit_sm(pdu).await {
+            Ok(smsc_id) => Outcome::Accepted(smsc_id),
+            Err(e) => classify(&e),
         };
         (segment, outcome)
     });
@@ -144,7 +127,6 @@ pub(crate) async fn submit_message(
                     .with_label_values(&[carrier, reason])
                     .inc();
                 verdict.slow_down |= slow_down;
-                verdict.reconnect |= reason == "stalled";
                 retry = Some(reason);
             }
             Outcome::Fail(error) => {
@@ -174,23 +156,12 @@ pub(crate) async fn submit_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rusmpp::Command;
-
-    fn response_with(status: CommandStatus) -> SmppError {
-        SmppError::UnexpectedResponse {
-            response: Box::new(Command::new(
-                status,
-                1,
-                rusmpp::Pdu::GenericNack,
-            )),
-        }
-    }
 
     #[test]
     fn throttling_and_full_queues_are_retried_slower() {
         for status in [CommandStatus::EsmeRthrottled, CommandStatus::EsmeRmsgqful] {
             assert!(matches!(
-                classify(&response_with(status)),
+                classify(&SmppError::Status(status)),
                 Outcome::Retry {
                     slow_down: true,
                     ..
@@ -202,14 +173,14 @@ mod tests {
     #[test]
     fn lost_connections_and_timeouts_are_retried() {
         assert!(matches!(
-            classify(&SmppError::ConnectionClosed),
-            Outcome::Retry { .. }
+            classify(&SmppError::Closed),
+            Outcome::Retry {
+                reason: "disconnected",
+                ..
+            }
         ));
         assert!(matches!(
-            classify(&SmppError::ResponseTimeout {
-                sequence_number: 1,
-                timeout: std::time::Duration::from_secs(1)
-            }),
+            classify(&SmppError::Timeout(std::time::Duration::from_secs(1))),
             Outcome::Retry {
                 reason: "timeout",
                 ..
@@ -219,7 +190,7 @@ mod tests {
 
     #[test]
     fn other_statuses_fail_with_the_smpp_code() {
-        let Outcome::Fail(e) = classify(&response_with(CommandStatus::EsmeRinvdstadr)) else {
+        let Outcome::Fail(e) = classify(&SmppError::Status(CommandStatus::EsmeRinvdstadr)) else {
             panic!("expected a permanent failure");
         };
         assert_eq!(e.code, "smpp_0x0000000b");

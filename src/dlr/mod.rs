@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::future::join_all;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -91,7 +90,7 @@ async fn run(queue: Arc<Queue>, metrics: Arc<Metrics>, mut inbound: mpsc::Receiv
                 continue;
             }
         }
-        join_all(acks.into_iter().map(DeliverAck::send)).await;
+        acks.into_iter().for_each(DeliverAck::send);
     }
 }
 
