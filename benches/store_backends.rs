@@ -1,1 +1,1372 @@
-fn main() {}
+//! redb 4 vs fjall 3 as smsgate's durable message store, on the gateway's real write pattern.
+//!
+//! RESULTS_PLACEHOLDER
+
+use std::fs;
+use std::hint::black_box;
+use std::io::{BufRead, BufReader};
+use std::ops::Bound;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use serde::Serialize;
+use ulid::Ulid;
+
+// ---------------------------------------------------------------------------------------------
+// Workload
+// ---------------------------------------------------------------------------------------------
+
+/// A message id as stored: the 16 big-endian bytes of a ULID (sorts by creation time).
+type Id = [u8; 16];
+/// A `finished` key: `done_ms` (u64 BE) followed by the id, so a scan goes oldest first.
+type FinishedKey = [u8; 24];
+
+/// Messages that complete their whole life in the disk/recovery data set.
+const FULL_LIFECYCLES: u64 = 100_000;
+/// Messages that are only accepted (still `active`) in the disk/recovery data set.
+const ACCEPTED_ONLY: u64 = 100_000;
+/// A submit lands this many messages after the accept (a few ms of traffic).
+const SUBMIT_LAG: u64 = 512;
+/// A final receipt lands this many messages after the accept (about a second of traffic), so
+/// it rewrites pages that are no longer the hot tail of the tree.
+const FINAL_LAG: u64 = 8_192;
+/// Group commit size of the lifecycle runs: ~85 messages at each of the three stages.
+const LIFECYCLE_BATCH: u64 = 256;
+/// Cache given to both engines, so neither wins by simply holding more of the data set.
+const CACHE_BYTES: usize = 256 << 20;
+/// Distinct serialised values per stage; message `i` uses value `i % VALUE_POOL`.
+const VALUE_POOL: usize = 1024;
+/// Simulated clock of the ids: 10 ids per millisecond (10k msg/s), random within a millisecond.
+const IDS_PER_MS: u64 = 10;
+const BASE_MS: u64 = 1_750_000_000_000;
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn id_ms(i: u64) -> u64 {
+    BASE_MS + i / IDS_PER_MS
+}
+
+/// The id of message number `i`: deterministic, so the parent can find what a child wrote.
+fn message_id(i: u64) -> Id {
+    let random = (u128::from(splitmix64(i)) << 64 | u128::from(splitmix64(!i))) & ((1 << 80) - 1);
+    Ulid::from_parts(id_ms(i), random).to_bytes()
+}
+
+fn finished_key(i: u64) -> FinishedKey {
+    let mut key = [0; 24];
+    key[..8].copy_from_slice(&(id_ms(i) + 2_500).to_be_bytes());
+    key[8..].copy_from_slice(&message_id(i));
+    key
+}
+
+/// Local mirror of `smsgate::message::Message` (same fields and serde shapes, so the same
+/// postcard size), kept here so this bench does not break whenever the domain type changes.
+#[derive(Serialize)]
+struct StoredMessage {
+    id: Ulid,
+    account: String,
+    to: String,
+    country: String,
+    from: String,
+    text: String,
+    kind: u8,
+    encoding: u8,
+    concat_ref: u8,
+    segments: Vec<StoredSegment>,
+    client_ref: Option<String>,
+    callback_url: Option<String>,
+    status: u8,
+    carrier: Option<String>,
+    error: Option<(String, String)>,
+    created_at: DateTime<Utc>,
+    send_at: Option<DateTime<Utc>>,
+    expires_at: DateTime<Utc>,
+    submitted_at: Option<DateTime<Utc>>,
+    done_at: Option<DateTime<Utc>>,
+    attempts: u32,
+}
+
+#[derive(Serialize)]
+struct StoredSegment {
+    smsc_id: Option<String>,
+    state: u8,
+    error: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Stage {
+    Accepted,
+    Submitted,
+    Final,
+}
+
+fn sample_message(i: u64, stage: Stage) -> Vec<u8> {
+    let r = splitmix64(i ^ 0xABCD);
+    let code = r % 1_000_000;
+    let text = match r % 3 {
+        0 => format!(
+            "Your ACME Bank verification code is {code:06}. It expires in 5 minutes. Never share \
+             this code with anyone: ACME staff will never ask you for it. Not you? Call 0800 123 \
+             4567."
+        ),
+        1 => format!(
+            "Hi, your order #{:08} has shipped and arrives on {}/06. Track it at \
+             https://trk.example.com/{:010x} - reply STOP to opt out of delivery updates.",
+            r % 100_000_000,
+            1 + r % 28,
+            r >> 20
+        ),
+        _ => format!(
+            "Dentalcare: your appointment is confirmed for {:02}/07 at {:02}:{:02}. Reply C to \
+             cancel or call 020 7946 {:04}. Please arrive 10 minutes early.",
+            1 + r % 28,
+            8 + r % 10,
+            (r >> 8) % 60,
+            (r >> 16) % 10_000
+        ),
+    };
+    let at = |offset_ms: u64| {
+        Utc.timestamp_millis_opt((id_ms(i) + offset_ms) as i64)
+            .single()
+            .expect("valid timestamp")
+    };
+    let submitted = !matches!(stage, Stage::Accepted);
+    let done = matches!(stage, Stage::Final);
+    let segments = (0..2)
+        .map(|s| StoredSegment {
+            smsc_id: submitted.then(|| format!("{:016x}", splitmix64(i * 2 + s))),
+            state: if done { 2 } else { u8::from(submitted) },
+            error: None,
+        })
+        .collect();
+    let message = StoredMessage {
+        id: Ulid::from_bytes(message_id(i)),
+        account: format!("acct-{:05}", r % 500),
+        to: format!("+4477{:08}", r % 100_000_000),
+        country: "GB".into(),
+        from: "ACME".into(),
+        text,
+        kind: (r % 3) as u8,
+        encoding: 0,
+        concat_ref: r as u8,
+        segments,
+        client_ref: Some(format!("{:032x}", u128::from(r) << 64 | u128::from(!r))),
+        callback_url: Some(format!(
+            "https://hooks.example.com/sms/dlr?account={}",
+            r % 500
+        )),
+        status: match stage {
+            Stage::Accepted => 1,
+            Stage::Submitted => 2,
+            Stage::Final => 3,
+        },
+        carrier: submitted.then(|| "vodafone-uk".to_string()),
+        error: None,
+        created_at: at(0),
+        send_at: None,
+        expires_at: at(48 * 3_600_000),
+        submitted_at: submitted.then(|| at(40)),
+        done_at: done.then(|| at(2_500)),
+        attempts: u32::from(submitted),
+    };
+    postcard::to_stdvec(&message).expect("postcard")
+}
+
+/// Pre-serialised values, so the timed loops measure the store and not postcard.
+struct Values {
+    accepted: Vec<Vec<u8>>,
+    submitted: Vec<Vec<u8>>,
+    final_: Vec<Vec<u8>>,
+}
+
+impl Values {
+    fn new() -> Self {
+        let pool = |stage| {
+            (0..VALUE_POOL as u64)
+                .map(|i| sample_message(i, stage))
+                .collect()
+        };
+        Self {
+            accepted: pool(Stage::Accepted),
+            submitted: pool(Stage::Submitted),
+            final_: pool(Stage::Final),
+        }
+    }
+
+    fn get(&self, stage: Stage, i: u64) -> &[u8] {
+        let pool = match stage {
+            Stage::Accepted => &self.accepted,
+            Stage::Submitted => &self.submitted,
+            Stage::Final => &self.final_,
+        };
+        &pool[i as usize % VALUE_POOL]
+    }
+
+    fn mean_len(pool: &[Vec<u8>]) -> usize {
+        pool.iter().map(Vec::len).sum::<usize>() / pool.len()
+    }
+}
+
+/// One write of a message's life; a group commit applies a slice of them atomically.
+enum Op<'a> {
+    /// `messages[id] = value`, `active[id] = ()`.
+    Accept { id: Id, value: &'a [u8] },
+    /// `messages[id] = value`.
+    Submitted { id: Id, value: &'a [u8] },
+    /// `messages[id] = value`, delete `active[id]`, `finished[done_ms ++ id] = ()`.
+    Final {
+        id: Id,
+        key: FinishedKey,
+        value: &'a [u8],
+    },
+}
+
+/// The gateway's writer loop, one group commit at a time. A commit carries `chunk` accepts of
+/// new messages, the submits of messages accepted `SUBMIT_LAG` earlier and the final receipts
+/// of messages accepted `FINAL_LAG` earlier (ids below `first` or from `end` on are skipped).
+struct Pipeline {
+    next: u64,
+    first: u64,
+    end: u64,
+    chunk: u64,
+    lifecycle: bool,
+}
+
+impl Pipeline {
+    fn lifecycle(first: u64, end: u64, batch: u64) -> Self {
+        Self {
+            next: first,
+            first,
+            end,
+            chunk: batch / 3,
+            lifecycle: true,
+        }
+    }
+
+    fn accept_only(first: u64, end: u64, batch: u64) -> Self {
+        Self {
+            next: first,
+            first,
+            end,
+            chunk: batch,
+            lifecycle: false,
+        }
+    }
+
+    fn done(&self) -> bool {
+        let tail = if self.lifecycle { FINAL_LAG } else { 0 };
+        self.next >= self.end.saturating_add(tail)
+    }
+
+    /// Fills `ops` with the next group commit; returns how many messages it accepted.
+    fn next_commit<'a>(&mut self, values: &'a Values, ops: &mut Vec<Op<'a>>) -> u64 {
+        ops.clear();
+        let start = self.next;
+        self.next += self.chunk;
+        let live = |i: u64| i >= self.first && i < self.end;
+        let mut accepted = 0;
+        for i in start..start + self.chunk {
+            if live(i) {
+                accepted += 1;
+                ops.push(Op::Accept {
+                    id: message_id(i),
+                    value: values.get(Stage::Accepted, i),
+                });
+            }
+            if !self.lifecycle {
+                continue;
+            }
+            if let Some(s) = i.checked_sub(SUBMIT_LAG).filter(|&s| live(s)) {
+                ops.push(Op::Submitted {
+                    id: message_id(s),
+                    value: values.get(Stage::Submitted, s),
+                });
+            }
+            if let Some(f) = i.checked_sub(FINAL_LAG).filter(|&f| live(f)) {
+                ops.push(Op::Final {
+                    id: message_id(f),
+                    key: finished_key(f),
+                    value: values.get(Stage::Final, f),
+                });
+            }
+        }
+        accepted
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------------
+
+/// What a recovery scan found: every `active` id with its message.
+#[derive(Clone, Copy, Default)]
+struct Recovered {
+    active: u64,
+    value_bytes: u64,
+}
+
+/// The store operations the gateway needs, one impl per engine.
+trait Backend {
+    /// One group commit: all `ops` atomically, durable as the variant promises when it returns.
+    fn commit(&mut self, ops: &[Op<'_>]);
+    /// Point read of `messages[id]`, in its own read snapshot; returns the value's length.
+    fn message_len(&self, id: &Id) -> Option<usize>;
+    /// What a restart does: walk `active` and read each message.
+    fn recover(&self) -> Recovered;
+    /// Number of rows in `messages`.
+    fn message_count(&self) -> u64;
+    /// Reclaims what the engine can (redb `compact`, fjall flush + major compaction) and closes.
+    fn settle(self: Box<Self>);
+}
+
+/// An engine plus a durability setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    /// redb `Durability::Immediate`: one `fdatasync` per commit.
+    RedbFsync,
+    /// As above plus `set_quick_repair(true)`: commits also save the allocator state, so the open
+    /// after a crash does not walk the whole file.
+    RedbFsyncQuickRepair,
+    /// redb `Durability::Immediate` on a `StorageBackend` whose `sync_data` is a no-op: every
+    /// commit is written to the OS (survives kill -9), never fsynced (lost on an OS crash).
+    RedbOs,
+    /// redb `Durability::None`: the commit stays in this process; lost on kill -9.
+    RedbNone,
+    /// fjall batch with `PersistMode::SyncData` (`fdatasync` of the journal), like redb's sync.
+    FjallSyncData,
+    /// fjall batch with `PersistMode::SyncAll` (`fsync`).
+    FjallSyncAll,
+    /// fjall batch with `PersistMode::Buffer`: journal written to the OS, not synced.
+    FjallBuffer,
+}
+
+impl Variant {
+    const ALL: [Variant; 7] = [
+        Variant::RedbFsync,
+        Variant::RedbFsyncQuickRepair,
+        Variant::RedbOs,
+        Variant::RedbNone,
+        Variant::FjallSyncData,
+        Variant::FjallSyncAll,
+        Variant::FjallBuffer,
+    ];
+
+    fn key(self) -> &'static str {
+        match self {
+            Variant::RedbFsync => "redb-fsync",
+            Variant::RedbFsyncQuickRepair => "redb-fsync-qr",
+            Variant::RedbOs => "redb-os",
+            Variant::RedbNone => "redb-none",
+            Variant::FjallSyncData => "fjall-fsync",
+            Variant::FjallSyncAll => "fjall-syncall",
+            Variant::FjallBuffer => "fjall-os",
+        }
+    }
+
+    fn from_key(key: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.key() == key)
+            .unwrap_or_else(|| panic!("unknown variant {key}"))
+    }
+
+    fn open(self, dir: &Path) -> Box<dyn Backend> {
+        match self {
+            Variant::RedbFsync => Box::new(RedbBackend::open(dir, RedbMode::Fsync, false)),
+            Variant::RedbFsyncQuickRepair => {
+                Box::new(RedbBackend::open(dir, RedbMode::Fsync, true))
+            }
+            Variant::RedbOs => Box::new(RedbBackend::open(dir, RedbMode::NoFsync, false)),
+            Variant::RedbNone => Box::new(RedbBackend::open(dir, RedbMode::NonDurable, false)),
+            Variant::FjallSyncData => {
+                Box::new(FjallBackend::open(dir, fjall::PersistMode::SyncData))
+            }
+            Variant::FjallSyncAll => Box::new(FjallBackend::open(dir, fjall::PersistMode::SyncAll)),
+            Variant::FjallBuffer => Box::new(FjallBackend::open(dir, fjall::PersistMode::Buffer)),
+        }
+    }
+}
+
+// --- redb ---------------------------------------------------------------------------------------
+
+const MESSAGES: redb::TableDefinition<&Id, &[u8]> = redb::TableDefinition::new("messages");
+const ACTIVE: redb::TableDefinition<&Id, ()> = redb::TableDefinition::new("active");
+const FINISHED: redb::TableDefinition<&FinishedKey, ()> = redb::TableDefinition::new("finished");
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RedbMode {
+    Fsync,
+    NoFsync,
+    NonDurable,
+}
+
+/// A file backend that writes through to the OS but never syncs: redb's commit protocol
+/// unchanged, minus the `fdatasync`. The "os" durability redb itself does not offer.
+#[derive(Debug)]
+struct NoSyncFileBackend(redb::backends::FileBackend);
+
+impl redb::StorageBackend for NoSyncFileBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.0.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(offset, data)
+    }
+    fn close(&self) -> std::io::Result<()> {
+        self.0.close()
+    }
+    fn try_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.0.try_lock_range(start, end)
+    }
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.0.try_lock_shared_range(start, end)
+    }
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.0.lock_range(start, end)
+    }
+    fn lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.0.lock_shared_range(start, end)
+    }
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.0.unlock_range(start, end)
+    }
+    fn query_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.0.query_lock_range(start, end)
+    }
+}
+
+/// Calls of redb's repair callback: non-zero means the last open had to repair the file.
+static REDB_REPAIR_CALLS: AtomicU64 = AtomicU64::new(0);
+
+struct RedbBackend {
+    db: redb::Database,
+    durability: redb::Durability,
+    quick_repair: bool,
+}
+
+impl RedbBackend {
+    fn open(dir: &Path, mode: RedbMode, quick_repair: bool) -> Self {
+        let path = dir.join("smsgate.redb");
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(CACHE_BYTES);
+        REDB_REPAIR_CALLS.store(0, Ordering::Relaxed);
+        builder.set_repair_callback(|_| {
+            REDB_REPAIR_CALLS.fetch_add(1, Ordering::Relaxed);
+        });
+        let db = if mode == RedbMode::NoFsync {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .expect("open redb file");
+            let backend = redb::backends::FileBackend::new(file).expect("file backend");
+            builder.create_with_backend(NoSyncFileBackend(backend))
+        } else {
+            builder.create(&path)
+        }
+        .expect("open redb");
+        let durability = if mode == RedbMode::NonDurable {
+            redb::Durability::None
+        } else {
+            redb::Durability::Immediate
+        };
+        let mut backend = Self {
+            db,
+            durability,
+            quick_repair,
+        };
+        backend.commit(&[]); // creates the three tables
+        backend
+    }
+}
+
+impl Backend for RedbBackend {
+    fn commit(&mut self, ops: &[Op<'_>]) {
+        let mut txn = self.db.begin_write().expect("begin_write");
+        txn.set_durability(self.durability).expect("durability");
+        txn.set_quick_repair(self.quick_repair);
+        {
+            let mut messages = txn.open_table(MESSAGES).expect("messages");
+            let mut active = txn.open_table(ACTIVE).expect("active");
+            let mut finished = txn.open_table(FINISHED).expect("finished");
+            for op in ops {
+                match op {
+                    Op::Accept { id, value } => {
+                        messages.insert(id, *value).expect("insert");
+                        active.insert(id, ()).expect("insert");
+                    }
+                    Op::Submitted { id, value } => {
+                        messages.insert(id, *value).expect("insert");
+                    }
+                    Op::Final { id, key, value } => {
+                        messages.insert(id, *value).expect("insert");
+                        active.remove(id).expect("remove");
+                        finished.insert(key, ()).expect("insert");
+                    }
+                }
+            }
+        }
+        txn.commit().expect("commit");
+    }
+
+    fn message_len(&self, id: &Id) -> Option<usize> {
+        use redb::ReadableDatabase;
+        let txn = self.db.begin_read().expect("begin_read");
+        let messages = txn.open_table(MESSAGES).expect("messages");
+        let value = messages.get(id).expect("get");
+        value.map(|v| v.value().len())
+    }
+
+    fn recover(&self) -> Recovered {
+        use redb::{ReadableDatabase, ReadableTable};
+        let txn = self.db.begin_read().expect("begin_read");
+        let active = txn.open_table(ACTIVE).expect("active");
+        let messages = txn.open_table(MESSAGES).expect("messages");
+        let mut found = Recovered::default();
+        for entry in active.iter().expect("iter") {
+            let (id, _) = entry.expect("entry");
+            let value = messages.get(id.value()).expect("get").expect("message");
+            found.active += 1;
+            found.value_bytes += black_box(value.value()).len() as u64;
+        }
+        found
+    }
+
+    fn message_count(&self) -> u64 {
+        use redb::{ReadableDatabase, ReadableTableMetadata};
+        let txn = self.db.begin_read().expect("begin_read");
+        txn.open_table(MESSAGES)
+            .expect("messages")
+            .len()
+            .expect("len")
+    }
+
+    fn settle(mut self: Box<Self>) {
+        while self.db.compact().expect("compact") {}
+    }
+}
+
+// --- fjall --------------------------------------------------------------------------------------
+
+struct FjallBackend {
+    db: fjall::Database,
+    messages: fjall::Keyspace,
+    active: fjall::Keyspace,
+    finished: fjall::Keyspace,
+    persist: fjall::PersistMode,
+}
+
+impl FjallBackend {
+    fn open(dir: &Path, persist: fjall::PersistMode) -> Self {
+        let db = fjall::Database::builder(dir.join("fjall"))
+            .cache_size(CACHE_BYTES as u64)
+            .open()
+            .expect("open fjall");
+        let keyspace = |name| {
+            db.keyspace(name, fjall::KeyspaceCreateOptions::default)
+                .expect("keyspace")
+        };
+        Self {
+            messages: keyspace("messages"),
+            active: keyspace("active"),
+            finished: keyspace("finished"),
+            db,
+            persist,
+        }
+    }
+}
+
+impl Backend for FjallBackend {
+    fn commit(&mut self, ops: &[Op<'_>]) {
+        let mut batch = self.db.batch().durability(Some(self.persist));
+        for op in ops {
+            match op {
+                Op::Accept { id, value } => {
+                    batch.insert(&self.messages, id, *value);
+                    batch.insert(&self.active, id, []);
+                }
+                Op::Submitted { id, value } => {
+                    batch.insert(&self.messages, id, *value);
+                }
+                Op::Final { id, key, value } => {
+                    batch.insert(&self.messages, id, *value);
+                    batch.remove(&self.active, id);
+                    batch.insert(&self.finished, key, []);
+                }
+            }
+        }
+        batch.commit().expect("commit");
+    }
+
+    fn message_len(&self, id: &Id) -> Option<usize> {
+        self.messages.get(id).expect("get").map(|v| v.len())
+    }
+
+    fn recover(&self) -> Recovered {
+        let mut found = Recovered::default();
+        for guard in self.active.iter() {
+            let id = guard.key().expect("key");
+            let value = self.messages.get(&id).expect("get").expect("message");
+            found.active += 1;
+            found.value_bytes += black_box(&value).len() as u64;
+        }
+        found
+    }
+
+    fn message_count(&self) -> u64 {
+        self.messages.len().expect("len") as u64
+    }
+
+    fn settle(self: Box<Self>) {
+        for keyspace in [&self.messages, &self.active, &self.finished] {
+            keyspace.rotate_memtable_and_wait().expect("flush");
+            keyspace.major_compact().expect("compact");
+        }
+        self.db
+            .persist(fjall::PersistMode::SyncAll)
+            .expect("persist");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+// ---------------------------------------------------------------------------------------------
+
+/// Allocated bytes (what `du` reports) of everything under `dir`.
+fn disk_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in fs::read_dir(dir).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let meta = entry.metadata().expect("metadata");
+        total += if meta.is_dir() {
+            disk_bytes(&entry.path())
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    total
+}
+
+/// Median latency of a raw 4 KiB append + `fdatasync`: the disk's fsync cost right now, to read
+/// the fsync rows against (on a shared VM it varies by 10x from minute to minute).
+fn fsync_probe() -> Duration {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = fs::File::create(dir.path().join("probe")).expect("probe file");
+    let block = [0x5a_u8; 4096];
+    let mut times: Vec<Duration> = (0..100_u64)
+        .map(|n| {
+            let start = Instant::now();
+            file.write_all_at(&block, n * 4096).expect("write");
+            file.sync_data().expect("fdatasync");
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// `(iterations, elapsed)` of each `iter_custom` call; the last `SAMPLES` are criterion's samples
+/// (the earlier ones are its warm-up).
+#[derive(Default)]
+struct Samples(Vec<(u64, Duration)>);
+
+const SAMPLES: usize = 10;
+
+impl Samples {
+    fn record(&mut self, iters: u64, elapsed: Duration) -> Duration {
+        self.0.push((iters, elapsed));
+        elapsed
+    }
+
+    /// Median seconds per iteration over criterion's samples.
+    fn median_secs(&self) -> f64 {
+        let skip = self.0.len().saturating_sub(SAMPLES);
+        let mut per_iter: Vec<f64> = self.0[skip..]
+            .iter()
+            .map(|(n, d)| d.as_secs_f64() / *n as f64)
+            .collect();
+        per_iter.sort_by(f64::total_cmp);
+        per_iter
+            .get(per_iter.len() / 2)
+            .copied()
+            .unwrap_or(f64::NAN)
+    }
+}
+
+struct ThroughputRow {
+    variant: Variant,
+    /// (batch, messages per second, seconds per commit)
+    accept: Vec<(u64, f64, f64)>,
+    lifecycle: Option<f64>,
+}
+
+struct BuildRow {
+    variant: Variant,
+    lifecycle_rate: f64,
+    accept_rate: f64,
+    /// Bytes written per full lifecycle: to write syscalls, and to the block layer.
+    wchar_per_message: f64,
+    write_bytes_per_message: f64,
+    disk_at_kill: u64,
+    disk_settled: u64,
+    recovery: Duration,
+    /// redb only: whether the first open after the kill ran the repair (full-file walk).
+    repaired: Option<bool>,
+    recovered: Recovered,
+    messages_after_kill: u64,
+}
+
+struct ReadRow {
+    variant: Variant,
+    point_read: f64,
+    reopen: f64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child process: builds a data set, then is killed with SIGKILL by the parent
+// ---------------------------------------------------------------------------------------------
+
+const CHILD_ENV: &str = "STORE_BENCH_CHILD";
+const DIR_ENV: &str = "STORE_BENCH_DIR";
+
+/// Runs in the child: writes, says `ready`, then waits to be killed (gives up after 5 minutes).
+fn child_main(task: &str) -> ! {
+    let (variant, task) = task.split_once(':').expect("variant:task");
+    let variant = Variant::from_key(variant);
+    let dir = std::env::var(DIR_ENV).expect(DIR_ENV);
+    let mut store = variant.open(Path::new(&dir));
+    let values = Values::new();
+    let mut ops = Vec::new();
+    match task {
+        // The disk / recovery data set: 100k full lifecycles, then 100k accepted-only.
+        "build" => {
+            let io_before = proc_io();
+            let start = Instant::now();
+            let mut pipeline = Pipeline::lifecycle(0, FULL_LIFECYCLES, LIFECYCLE_BATCH);
+            while !pipeline.done() {
+                pipeline.next_commit(&values, &mut ops);
+                store.commit(&ops);
+            }
+            let rate = FULL_LIFECYCLES as f64 / start.elapsed().as_secs_f64();
+            println!("lifecycle_rate {rate}");
+            let io_after = proc_io();
+            for (name, n) in ["wchar", "write_bytes"]
+                .into_iter()
+                .enumerate()
+                .map(|(k, n)| (n, k))
+            {
+                let per_message = (io_after[n] - io_before[n]) as f64 / FULL_LIFECYCLES as f64;
+                println!("lifecycle_{name} {per_message}");
+            }
+            let start = Instant::now();
+            let end = FULL_LIFECYCLES + ACCEPTED_ONLY;
+            let mut pipeline = Pipeline::accept_only(FULL_LIFECYCLES, end, LIFECYCLE_BATCH);
+            while !pipeline.done() {
+                pipeline.next_commit(&values, &mut ops);
+                store.commit(&ops);
+            }
+            let rate = ACCEPTED_ONLY as f64 / start.elapsed().as_secs_f64();
+            println!("accept_rate {rate}");
+        }
+        // A short burst of acknowledged commits, to see what survives kill -9.
+        "probe" => {
+            let mut pipeline = Pipeline::accept_only(0, 3_200, 32);
+            while !pipeline.done() {
+                pipeline.next_commit(&values, &mut ops);
+                store.commit(&ops);
+            }
+        }
+        _ => panic!("unknown task {task}"),
+    }
+    println!("ready");
+    std::thread::sleep(Duration::from_secs(300));
+    std::process::abort();
+}
+
+/// Runs `variant:task` in a child process in `dir`, waits for `ready`, then kills it with
+/// SIGKILL (`Child::kill`), i.e. a process crash with every acknowledged commit handed over.
+fn run_child_and_kill(variant: Variant, task: &str, dir: &Path) -> Vec<(String, f64)> {
+    let mut child = Command::new(std::env::current_exe().expect("current_exe"))
+        .env(CHILD_ENV, format!("{}:{task}", variant.key()))
+        .env(DIR_ENV, dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut stats = Vec::new();
+    let mut ready = false;
+    for line in stdout.lines() {
+        let line = line.expect("child output");
+        if line == "ready" {
+            ready = true;
+            break;
+        }
+        if let Some((name, value)) = line.split_once(' ') {
+            stats.push((name.to_string(), value.parse().expect("number")));
+        }
+    }
+    child.kill().expect("kill child");
+    child.wait().expect("wait child");
+    assert!(ready, "child {} {task} failed", variant.key());
+    stats
+}
+
+/// `wchar` (bytes handed to write syscalls) and `write_bytes` (bytes this process caused to be
+/// sent to the block layer) from /proc/self/io.
+fn proc_io() -> [u64; 2] {
+    let io = fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.parse().ok())
+            .unwrap_or(0)
+    };
+    [field("wchar"), field("write_bytes")]
+}
+
+fn stat(stats: &[(String, f64)], name: &str) -> f64 {
+    stats
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(f64::NAN, |(_, v)| *v)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases
+// ---------------------------------------------------------------------------------------------
+
+/// What survives kill -9 after 100 acknowledged commits of 32 accepts.
+fn crash_probe(variant: Variant) -> (u64, u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_child_and_kill(variant, "probe", dir.path());
+    let store = variant.open(dir.path());
+    (3_200, store.message_count())
+}
+
+/// A recovered store kept open for the read benches, with the directory it lives in.
+type KeptStore = (Box<dyn Backend>, tempfile::TempDir);
+
+/// Builds the 200k-message data set in a child, kills it, measures disk and the first open.
+/// Returns the row and, for `keep`, the recovered store and its directory for the read benches.
+fn build_and_recover(variant: Variant, keep: bool) -> (BuildRow, Option<KeptStore>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stats = run_child_and_kill(variant, "build", dir.path());
+    let disk_at_kill = disk_bytes(dir.path());
+
+    let start = Instant::now();
+    let store = variant.open(dir.path());
+    let recovered = store.recover();
+    let recovery = start.elapsed();
+    let repaired = matches!(
+        variant,
+        Variant::RedbFsync | Variant::RedbFsyncQuickRepair | Variant::RedbOs
+    )
+    .then(|| REDB_REPAIR_CALLS.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        recovered.active,
+        ACCEPTED_ONLY,
+        "{}: active after kill",
+        variant.key()
+    );
+    let messages_after_kill = store.message_count();
+    assert_eq!(messages_after_kill, FULL_LIFECYCLES + ACCEPTED_ONLY);
+
+    let mut row = BuildRow {
+        variant,
+        lifecycle_rate: stat(&stats, "lifecycle_rate"),
+        accept_rate: stat(&stats, "accept_rate"),
+        wchar_per_message: stat(&stats, "lifecycle_wchar"),
+        write_bytes_per_message: stat(&stats, "lifecycle_write_bytes"),
+        disk_at_kill,
+        disk_settled: 0,
+        recovery,
+        repaired,
+        recovered,
+        messages_after_kill,
+    };
+    if keep {
+        return (row, Some((store, dir)));
+    }
+    store.settle();
+    row.disk_settled = disk_bytes(dir.path());
+    (row, None)
+}
+
+/// What a write benchmark measures: accepts only at a batch size, or the full lifecycle.
+#[derive(Clone, Copy)]
+enum WriteLoad {
+    Accept(u64),
+    Lifecycle,
+}
+
+impl WriteLoad {
+    fn label(self) -> String {
+        match self {
+            WriteLoad::Accept(batch) => format!("accept b={batch}"),
+            WriteLoad::Lifecycle => format!("lifecycle b={LIFECYCLE_BATCH}"),
+        }
+    }
+}
+
+/// A fresh store in steady state for `load`: 20k messages already accepted, or the lifecycle
+/// pipeline filled until final receipts flow (`FINAL_LAG` messages in flight).
+struct Prepared {
+    store: Box<dyn Backend>,
+    pipeline: Pipeline,
+    _dir: tempfile::TempDir,
+}
+
+impl Prepared {
+    fn new(variant: Variant, load: WriteLoad, values: &Values) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = variant.open(dir.path());
+        let mut ops = Vec::new();
+        let pipeline = match load {
+            WriteLoad::Accept(batch) => {
+                let mut prefill = Pipeline::accept_only(0, 20_000, 2_000);
+                while !prefill.done() {
+                    prefill.next_commit(values, &mut ops);
+                    store.commit(&ops);
+                }
+                Pipeline::accept_only(20_000, u64::MAX, batch)
+            }
+            WriteLoad::Lifecycle => {
+                let mut pipeline = Pipeline::lifecycle(0, u64::MAX, LIFECYCLE_BATCH);
+                while pipeline.next < FINAL_LAG + 4 * LIFECYCLE_BATCH {
+                    pipeline.next_commit(values, &mut ops);
+                    store.commit(&ops);
+                }
+                pipeline
+            }
+        };
+        Self {
+            store,
+            pipeline,
+            _dir: dir,
+        }
+    }
+
+    /// Runs `iters` group commits; returns (messages accepted, time spent in commits).
+    fn run<'a>(
+        &mut self,
+        values: &'a Values,
+        iters: u64,
+        ops: &mut Vec<Op<'a>>,
+    ) -> (u64, Duration) {
+        let mut elapsed = Duration::ZERO;
+        let mut messages = 0;
+        for _ in 0..iters {
+            messages += self.pipeline.next_commit(values, ops);
+            let start = Instant::now();
+            self.store.commit(ops);
+            elapsed += start.elapsed();
+        }
+        (messages, elapsed)
+    }
+}
+
+/// Rounds of the head-to-head runs, and the length of one side's turn in a round.
+const ROUNDS: usize = 12;
+const TURN: Duration = Duration::from_millis(150);
+
+struct HeadToHead {
+    load: WriteLoad,
+    variants: [Variant; 2],
+    /// Median messages/s of each side over the rounds.
+    rates: [f64; 2],
+}
+
+/// Alternates two variants on the same load in short turns (ABBA order), so both see the same
+/// disk: on a shared VM the fsync cost drifts by 10x within a minute, which skews results taken
+/// a minute apart (as criterion's are).
+fn head_to_head(values: &Values, load: WriteLoad, variants: [Variant; 2]) -> HeadToHead {
+    let mut sides = variants.map(|v| Prepared::new(v, load, values));
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut ops = Vec::new();
+    for round in 0..ROUNDS {
+        for turn in 0..2 {
+            let side = if round % 2 == 0 { turn } else { 1 - turn };
+            let deadline = Instant::now() + TURN;
+            let (mut messages, mut busy) = (0, Duration::ZERO);
+            while Instant::now() < deadline {
+                let (m, d) = sides[side].run(values, 1, &mut ops);
+                messages += m;
+                busy += d;
+            }
+            rates[side].push(messages as f64 / busy.as_secs_f64());
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [a, b] = rates;
+    HeadToHead {
+        load,
+        variants,
+        rates: [median(a), median(b)],
+    }
+}
+
+fn bench_writes(c: &mut Criterion, values: &Values) -> Vec<ThroughputRow> {
+    let mut rows = Vec::new();
+    let accept_variants = [
+        Variant::RedbFsync,
+        Variant::RedbOs,
+        Variant::RedbNone,
+        Variant::FjallSyncData,
+        Variant::FjallSyncAll,
+        Variant::FjallBuffer,
+    ];
+    let lifecycle_variants = [
+        Variant::RedbFsync,
+        Variant::RedbFsyncQuickRepair,
+        Variant::RedbOs,
+        Variant::RedbNone,
+        Variant::FjallSyncData,
+        Variant::FjallBuffer,
+    ];
+    for variant in Variant::ALL {
+        rows.push(ThroughputRow {
+            variant,
+            accept: Vec::new(),
+            lifecycle: None,
+        });
+    }
+    let row = |rows: &mut Vec<ThroughputRow>, v: Variant| -> usize {
+        rows.iter().position(|r| r.variant == v).expect("row")
+    };
+
+    let mut group = c.benchmark_group("accept");
+    for batch in [1_u64, 32, 512] {
+        group.throughput(Throughput::Elements(batch));
+        for variant in accept_variants {
+            let mut prepared = Prepared::new(variant, WriteLoad::Accept(batch), values);
+            let mut ops = Vec::new();
+            let mut samples = Samples::default();
+            group.bench_function(BenchmarkId::new(variant.key(), batch), |b| {
+                b.iter_custom(|iters| {
+                    let (_, elapsed) = prepared.run(values, iters, &mut ops);
+                    samples.record(iters, elapsed)
+                });
+            });
+            let secs = samples.median_secs();
+            let i = row(&mut rows, variant);
+            rows[i].accept.push((batch, batch as f64 / secs, secs));
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("lifecycle");
+    let per_commit = LIFECYCLE_BATCH / 3;
+    group.throughput(Throughput::Elements(per_commit));
+    for variant in lifecycle_variants {
+        let mut prepared = Prepared::new(variant, WriteLoad::Lifecycle, values);
+        let mut ops = Vec::new();
+        let mut samples = Samples::default();
+        group.bench_function(BenchmarkId::new(variant.key(), LIFECYCLE_BATCH), |b| {
+            b.iter_custom(|iters| {
+                let (_, elapsed) = prepared.run(values, iters, &mut ops);
+                samples.record(iters, elapsed)
+            });
+        });
+        let i = row(&mut rows, variant);
+        rows[i].lifecycle = Some(per_commit as f64 / samples.median_secs());
+    }
+    group.finish();
+    rows
+}
+
+fn bench_reads(
+    c: &mut Criterion,
+    variant: Variant,
+    mut store: Box<dyn Backend>,
+    dir: &Path,
+) -> ReadRow {
+    let total = FULL_LIFECYCLES + ACCEPTED_ONLY;
+    let ids: Vec<Id> = (0..4_096)
+        .map(|n| message_id(splitmix64(n) % total))
+        .collect();
+
+    let mut group = c.benchmark_group("point_read");
+    let mut samples = Samples::default();
+    group.bench_function(variant.key(), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for n in 0..iters {
+                let id = &ids[n as usize % ids.len()];
+                black_box(store.message_len(id).expect("existing id"));
+            }
+            samples.record(iters, start.elapsed())
+        });
+    });
+    group.finish();
+    let point_read = samples.median_secs();
+
+    // Restart after a clean shutdown: close, then open + walk `active` + read each message.
+    let mut group = c.benchmark_group("reopen_recover");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(1));
+    let mut samples = Samples::default();
+    let mut slot = Some(store);
+    group.bench_function(variant.key(), |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                drop(slot.take());
+                let start = Instant::now();
+                let reopened = variant.open(dir);
+                let found = reopened.recover();
+                elapsed += start.elapsed();
+                assert_eq!(found.active, ACCEPTED_ONLY);
+                slot = Some(reopened);
+            }
+            samples.record(iters, elapsed)
+        });
+    });
+    group.finish();
+    store = slot.take().expect("store");
+    let reopen = samples.median_secs();
+    store.settle();
+    ReadRow {
+        variant,
+        point_read,
+        reopen,
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+fn main() {
+    if let Ok(task) = std::env::var(CHILD_ENV) {
+        child_main(&task);
+    }
+    let started = Instant::now();
+    let fsync_before = fsync_probe();
+    let values = Values::new();
+    eprintln!(
+        "value sizes (postcard bytes, mean): accepted {}, submitted {}, final {}",
+        Values::mean_len(&values.accepted),
+        Values::mean_len(&values.submitted),
+        Values::mean_len(&values.final_)
+    );
+
+    let mut c = Criterion::default()
+        .sample_size(SAMPLES)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1_500))
+        .without_plots()
+        .configure_from_args();
+
+    // Phase 1: crash semantics, disk use and recovery after kill -9 (child processes).
+    let probes: Vec<(Variant, (u64, u64))> =
+        [Variant::RedbNone, Variant::RedbOs, Variant::FjallBuffer]
+            .into_iter()
+            .map(|v| (v, crash_probe(v)))
+            .collect();
+    let mut builds = Vec::new();
+    let mut kept = Vec::new();
+    for (variant, keep) in [
+        (Variant::RedbFsync, true),
+        (Variant::RedbFsyncQuickRepair, false),
+        (Variant::RedbOs, false),
+        (Variant::FjallSyncData, true),
+        (Variant::FjallBuffer, false),
+    ] {
+        let (row, store) = build_and_recover(variant, keep);
+        builds.push(row);
+        if let Some(store) = store {
+            kept.push((variant, store));
+        }
+    }
+
+    // Phase 2: write throughput (criterion).
+    let throughput = bench_writes(&mut c, &values);
+
+    // Phase 2b: the same writes, redb and fjall interleaved turn by turn.
+    let fsync_pair = [Variant::RedbFsync, Variant::FjallSyncData];
+    let os_pair = [Variant::RedbOs, Variant::FjallBuffer];
+    let duels: Vec<HeadToHead> = [
+        (WriteLoad::Accept(1), fsync_pair),
+        (WriteLoad::Accept(512), fsync_pair),
+        (WriteLoad::Lifecycle, fsync_pair),
+        (WriteLoad::Accept(1), os_pair),
+        (WriteLoad::Lifecycle, os_pair),
+    ]
+    .into_iter()
+    .map(|(load, pair)| head_to_head(&values, load, pair))
+    .collect();
+
+    // Phase 3: point reads and clean restarts on the 200k-message data sets.
+    let mut reads = Vec::new();
+    for (variant, (store, dir)) in kept {
+        let row = bench_reads(&mut c, variant, store, dir.path());
+        if let Some(build) = builds.iter_mut().find(|b| b.variant == variant) {
+            build.disk_settled = disk_bytes(dir.path());
+        }
+        reads.push(row);
+    }
+    c.final_summary();
+    let fsync_after = fsync_probe();
+
+    // Summary.
+    eprintln!();
+    eprintln!(
+        "== store_backends summary ({:.0} s) ==",
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "raw 4 KiB append + fdatasync, median: {:.0} us at start, {:.0} us at end",
+        fsync_before.as_secs_f64() * 1e6,
+        fsync_after.as_secs_f64() * 1e6
+    );
+    eprintln!(
+        "Write throughput, messages/s (median of 10 criterion samples; latency = commit time at batch 1)"
+    );
+    eprintln!(
+        "{:<15} {:>11} {:>9} {:>11} {:>11} {:>15} | {:>13} {:>13}",
+        "variant",
+        "accept b=1",
+        "(lat)",
+        "accept b=32",
+        "accept b=512",
+        "lifecycle b=256",
+        "build lifecyc",
+        "build accept"
+    );
+    for row in &throughput {
+        let accept = |batch: u64| row.accept.iter().find(|a| a.0 == batch);
+        let rate = |batch| accept(batch).map_or("-".into(), |a| format!("{:.0}", a.1));
+        let latency = accept(1).map_or("-".into(), |a| format!("{:.0}us", a.2 * 1e6));
+        let build = builds.iter().find(|b| b.variant == row.variant);
+        eprintln!(
+            "{:<15} {:>11} {:>9} {:>11} {:>11} {:>15} | {:>13} {:>13}",
+            row.variant.key(),
+            rate(1),
+            latency,
+            rate(32),
+            rate(512),
+            row.lifecycle.map_or("-".into(), |r| format!("{r:.0}")),
+            build.map_or("-".into(), |b| format!("{:.0}", b.lifecycle_rate)),
+            build.map_or("-".into(), |b| format!("{:.0}", b.accept_rate)),
+        );
+    }
+    eprintln!();
+    eprintln!(
+        "Head-to-head, messages/s: median of {ROUNDS} alternating {} ms turns (same disk conditions)",
+        TURN.as_millis()
+    );
+    for d in &duels {
+        eprintln!(
+            "{:<17} {:<13} {:>8.0}   {:<13} {:>8.0}   redb/fjall {:.2}",
+            d.load.label(),
+            d.variants[0].key(),
+            d.rates[0],
+            d.variants[1].key(),
+            d.rates[1],
+            d.rates[0] / d.rates[1]
+        );
+    }
+    eprintln!();
+    eprintln!(
+        "Disk and recovery: {FULL_LIFECYCLES} full lifecycles + {ACCEPTED_ONLY} accepted-only, writer killed with SIGKILL"
+    );
+    eprintln!(
+        "{:<15} {:>12} {:>9} {:>13} {:>9} {:>16} {:>7} {:>14}",
+        "variant",
+        "disk at kill",
+        "B/msg",
+        "disk settled",
+        "B/msg",
+        "open+scan",
+        "repair",
+        "active/msgs"
+    );
+    let messages = FULL_LIFECYCLES + ACCEPTED_ONLY;
+    for b in &builds {
+        eprintln!(
+            "{:<15} {:>8.1} MiB {:>9} {:>9.1} MiB {:>9} {:>13.0} ms {:>7} {:>14}",
+            b.variant.key(),
+            mib(b.disk_at_kill),
+            b.disk_at_kill / messages,
+            mib(b.disk_settled),
+            b.disk_settled / messages,
+            b.recovery.as_secs_f64() * 1e3,
+            match b.repaired {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "replay",
+            },
+            format!("{}/{}", b.recovered.active, b.messages_after_kill),
+        );
+    }
+    eprintln!();
+    eprintln!("Bytes written per full lifecycle (100k lifecycles in the child, /proc/self/io)");
+    for b in &builds {
+        eprintln!(
+            "{:<15} to write(): {:>7.0} B   to the block layer: {:>7.0} B",
+            b.variant.key(),
+            b.wchar_per_message,
+            b.write_bytes_per_message
+        );
+    }
+    eprintln!();
+    eprintln!("Reads on the 200k data set (after the post-crash open)");
+    for r in &reads {
+        eprintln!(
+            "{:<15} point read {:>7.2} us   clean reopen + scan 100k active {:>8.1} ms",
+            r.variant.key(),
+            r.point_read * 1e6,
+            r.reopen * 1e3
+        );
+    }
+    eprintln!();
+    eprintln!("Crash probe: 100 acknowledged commits x 32 accepts, then SIGKILL");
+    for (variant, (acked, survived)) in &probes {
+        eprintln!(
+            "{:<15} acked {acked:>5}  survived {survived:>5}",
+            variant.key()
+        );
+    }
+}

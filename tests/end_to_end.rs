@@ -44,6 +44,7 @@ async fn an_otp_sent_over_http_reaches_the_smsc_intact_and_ends_delivered() {
     assert_eq!(s.source_addr, "ACME");
     assert_eq!((s.source_ton, s.source_npi), (5, 0));
     assert_eq!(s.data_coding, 0);
+    assert_eq!(s.esm_class, 0, "default mode, no UDHI");
     assert_eq!(s.text, "Your code is 123456 {€}");
     assert_eq!(s.registered_delivery & 0x01, 0x01);
     assert!(s.validity_period.ends_with('R'), "relative validity: {}", s.validity_period);
@@ -102,7 +103,7 @@ async fn a_210_char_cyrillic_text_goes_as_four_ucs2_segments_under_one_reference
         let c = p.concat.as_ref().expect("every part has a concatenation UDH");
         assert_eq!((c.reference, c.total, c.seq as usize), (reference, 4, i + 1));
         assert_eq!(p.data_coding, 8);
-        assert_eq!(p.esm_class & 0x40, 0x40, "UDHI set");
+        assert_eq!(p.esm_class, 0x40, "UDHI set, nothing else");
         let expected = if i < 3 { 67 } else { 9 };
         assert_eq!(p.text.chars().count(), expected);
         reassembled.push_str(&p.text);

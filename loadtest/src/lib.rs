@@ -5,4 +5,6 @@
 //! inject errors and drop connections. The gateway's end-to-end tests run it in-process; the
 //! `smsc-sim` binary runs it standalone for load tests.
 
+#![warn(missing_docs)]
+
 pub mod sim;

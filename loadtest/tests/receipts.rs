@@ -36,9 +36,15 @@ async fn receipt_arrives_with_tlvs_and_the_standard_text() {
     assert_eq!(message_state(&dlr), Some(MessageState::Delivered));
     assert_eq!(network_error(&dlr), None);
     let text = text_of(&dlr);
-    assert!(text.starts_with(&format!("id:{id} sub:001 dlvrd:001 submit date:")), "{text}");
+    assert!(
+        text.starts_with(&format!("id:{id} sub:001 dlvrd:001 submit date:")),
+        "{text}"
+    );
     assert!(text.contains(" done date:"), "{text}");
-    assert!(text.ends_with(" stat:DELIVRD err:000 text:Hello there, this is"), "{text}");
+    assert!(
+        text.ends_with(" stat:DELIVRD err:000 text:Hello there, this is"),
+        "{text}"
+    );
 
     eventually("the ack to be counted", || sim.stats().receipts_sent == 1).await;
     assert_eq!(sim.stats().receipts_pending, 0);
@@ -112,9 +118,14 @@ async fn receipts_wait_for_a_bind_when_no_session_is_up() {
         .submit_sm(sms("4915112345678", "hi"))
         .await
         .expect("accepted");
-    eventually("the receipt to be queued", || sim.stats().receipts_queued == 1).await;
+    eventually("the receipt to be queued", || {
+        sim.stats().receipts_queued == 1
+    })
+    .await;
     assert!(
-        tx.next_deliver_within(Duration::from_millis(50)).await.is_none(),
+        tx.next_deliver_within(Duration::from_millis(50))
+            .await
+            .is_none(),
         "transmitter sessions get no receipts"
     );
 
@@ -174,6 +185,8 @@ async fn dropped_connections_keep_their_pending_receipts() {
         ids.push(resp.message_id().as_str().to_owned());
     }
     assert_eq!(sim.drop_connections(), 1);
+    let stats = sim.stats();
+    assert_eq!((stats.disconnects, stats.binds_active), (1, 0));
     eventually("the client to notice", || !esme.client.is_active()).await;
     assert!(esme.client.submit_sm(sms("1", "x")).await.is_err());
 
@@ -249,7 +262,10 @@ async fn refused_receipts_are_retried_after_the_retry_delay() {
         .expect("deliver_sm");
     esme.client
         .status(rusmpp::CommandStatus::EsmeRxTAppn)
-        .deliver_sm_resp(first.sequence_number(), rusmpp::pdus::DeliverSmResp::default())
+        .deliver_sm_resp(
+            first.sequence_number(),
+            rusmpp::pdus::DeliverSmResp::default(),
+        )
         .await
         .expect("sent");
     let second = tokio::time::timeout(WAIT, esme.inbox.recv())
@@ -258,7 +274,10 @@ async fn refused_receipts_are_retried_after_the_retry_delay() {
         .expect("deliver_sm again");
     assert_ne!(first.sequence_number(), second.sequence_number());
     esme.client
-        .deliver_sm_resp(second.sequence_number(), rusmpp::pdus::DeliverSmResp::default())
+        .deliver_sm_resp(
+            second.sequence_number(),
+            rusmpp::pdus::DeliverSmResp::default(),
+        )
         .await
         .expect("sent");
     eventually("the ack", || sim.stats().receipts_sent == 1).await;

@@ -31,8 +31,7 @@ async fn bind_with_an_unknown_system_id_is_refused_with_rinvsysid() {
     let sim = start(SimConfig::default()).await;
     let error = try_bind(sim.smpp_addr(), Mode::Transceiver, "intruder", PASSWORD)
         .await
-        .err()
-        .expect("bind is refused");
+        .expect_err("bind is refused");
     assert_eq!(status_of(&error), 0x0F);
     assert_eq!(sim.stats().binds_total, 0);
 }
@@ -42,8 +41,7 @@ async fn bind_with_a_wrong_password_is_refused_with_rinvpaswd() {
     let sim = start(SimConfig::default()).await;
     let error = try_bind(sim.smpp_addr(), Mode::Transmitter, SYSTEM_ID, "guess")
         .await
-        .err()
-        .expect("bind is refused");
+        .expect_err("bind is refused");
     assert_eq!(status_of(&error), 0x0E);
 }
 
@@ -74,8 +72,7 @@ async fn binding_twice_on_one_session_is_refused_with_ralybnd() {
         InterfaceVersion::Smpp3_4,
     )
     .await
-    .err()
-    .expect("second bind is refused");
+    .expect_err("second bind is refused");
     assert_eq!(status_of(&error), 0x05);
 }
 
@@ -87,8 +84,7 @@ async fn submit_before_bind_is_refused_with_rinvbndsts() {
         .client
         .submit_sm(sms("4915112345678", "hi"))
         .await
-        .err()
-        .expect("submit is refused");
+        .expect_err("submit is refused");
     assert_eq!(status_of(&error), 0x04);
     assert_eq!(sim.submit_count(), 0);
 }
@@ -101,8 +97,7 @@ async fn receiver_sessions_cannot_submit() {
         .client
         .submit_sm(sms("4915112345678", "hi"))
         .await
-        .err()
-        .expect("submit is refused");
+        .expect_err("submit is refused");
     assert_eq!(status_of(&error), 0x04);
 }
 
@@ -124,10 +119,17 @@ async fn submit_is_recorded_with_its_fields_and_gsm_extension_text() {
     let r = &records[0];
     assert_eq!(r.message_id, resp.message_id().as_str());
     assert_eq!(r.message_id.len(), 16);
-    assert!(r.message_id.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')));
+    assert!(
+        r.message_id
+            .chars()
+            .all(|c| matches!(c, '0'..='9' | 'a'..='f'))
+    );
     assert_eq!(r.system_id, SYSTEM_ID);
     assert_eq!(r.source_addr, "SMSGATE");
-    assert_eq!((r.source_ton, r.source_npi), (u8::from(Ton::Alphanumeric), 0));
+    assert_eq!(
+        (r.source_ton, r.source_npi),
+        (u8::from(Ton::Alphanumeric), 0)
+    );
     assert_eq!(r.destination_addr, "4915112345678");
     assert_eq!((r.dest_ton, r.dest_npi), (1, u8::from(Npi::Isdn)));
     assert_eq!(r.esm_class, 0);
@@ -137,7 +139,10 @@ async fn submit_is_recorded_with_its_fields_and_gsm_extension_text() {
     assert_eq!(r.udh, None);
     assert_eq!(r.concat, None);
     assert_eq!(r.text, text);
-    assert!(r.payload.contains(&0x1B), "extension characters are escaped");
+    assert!(
+        r.payload.contains(&0x1B),
+        "extension characters are escaped"
+    );
     assert_eq!(sim.submit_count(), 1);
 }
 
@@ -215,7 +220,11 @@ async fn throttle_answers_0x58_above_the_rate() {
     let esme = bind(sim.smpp_addr(), Mode::Transmitter).await;
     let mut throttled = 0;
     for i in 0..30 {
-        match esme.client.submit_sm(sms("4915112345678", &format!("m{i}"))).await {
+        match esme
+            .client
+            .submit_sm(sms("4915112345678", &format!("m{i}")))
+            .await
+        {
             Ok(_) => {}
             Err(error) => {
                 assert_eq!(status_of(&error), 0x58);
@@ -242,8 +251,7 @@ async fn injected_errors_answer_with_the_configured_status() {
         .client
         .submit_sm(sms("4915112345678", "x"))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(status_of(&error), 0x14);
     assert_eq!(sim.stats().submits_error, 1);
     assert!(sim.submits().is_empty());
@@ -260,7 +268,10 @@ async fn decimal_message_ids_are_unique_numbers() {
     let a = esme.client.submit_sm(sms("1", "a")).await.expect("ok");
     let b = esme.client.submit_sm(sms("1", "b")).await.expect("ok");
     let (a, b) = (a.message_id().as_str(), b.message_id().as_str());
-    assert!(a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok(), "{a} {b}");
+    assert!(
+        a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok(),
+        "{a} {b}"
+    );
     assert_ne!(a, b);
 }
 
@@ -273,12 +284,16 @@ async fn raw_exchange(sim_addr: std::net::SocketAddr, pdu: &[u8]) -> [u32; 4] {
         .await
         .expect("answered in time")
         .expect("read");
-    let word = |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let word =
+        |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
     [word(0), word(4), word(8), word(12)]
 }
 
 fn header(length: u32, id: u32, seq: u32) -> Vec<u8> {
-    [length, id, 0, seq].iter().flat_map(|v| v.to_be_bytes()).collect()
+    [length, id, 0, seq]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect()
 }
 
 #[tokio::test]
@@ -309,7 +324,14 @@ async fn undecodable_submit_gets_generic_nack_and_the_session_survives() {
         .await
         .expect("answered")
         .expect("read");
-    assert_eq!(&answers[..16], &header(16, 0x8000_0000, 11)[..16].iter().enumerate().map(|(i, b)| if i == 11 { 0x02 } else { *b }).collect::<Vec<_>>()[..]);
+    assert_eq!(
+        &answers[..16],
+        &header(16, 0x8000_0000, 11)[..16]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| if i == 11 { 0x02 } else { *b })
+            .collect::<Vec<_>>()[..]
+    );
     assert_eq!(&answers[16..], &header(16, 0x8000_0015, 12)[..]);
 }
 
@@ -318,8 +340,11 @@ async fn unbind_is_answered_and_ends_the_session() {
     let sim = start(SimConfig::default()).await;
     let esme = bind(sim.smpp_addr(), Mode::Transceiver).await;
     esme.client.unbind().await.expect("unbind_resp");
-    eventually("the session to end", || sim.stats().unbinds == 1).await;
-    assert_eq!(sim.stats().binds_active, 0);
+    // Counted before the unbind_resp is written, so visible as soon as unbind() returns.
+    let stats = sim.stats();
+    assert_eq!(stats.unbinds, 1);
+    assert_eq!(stats.binds_active, 0);
+    assert_eq!(stats.disconnects, 0);
 }
 
 #[tokio::test]
@@ -345,7 +370,10 @@ async fn inject_mo_reaches_the_bound_receiver_in_gsm_or_ucs2() {
     assert_eq!(u8::from(mo.data_coding), 0);
     assert_eq!(mo.source_addr.as_str(), "4915112345678");
     assert_eq!(mo.destination_addr.as_str(), "12345");
-    assert_eq!(&mo.short_message()[..], &b"STOP \x1b\x28now\x1b\x29 \x1b\x65"[..]);
+    assert_eq!(
+        &mo.short_message()[..],
+        &b"STOP \x1b\x28now\x1b\x29 \x1b\x65"[..]
+    );
 
     sim.inject_mo(SYSTEM_ID, "4915112345678", "12345", "Да 😀")
         .await
@@ -370,9 +398,11 @@ async fn inject_mo_without_a_bound_receiver_fails() {
     let error = sim
         .inject_mo(SYSTEM_ID, "4915112345678", "12345", "hi")
         .await
-        .err()
-        .expect("no receiver");
-    assert!(matches!(error, smsgate_loadtest::sim::SimError::NoReceiver(_)));
+        .expect_err("no receiver");
+    assert!(matches!(
+        error,
+        smsgate_loadtest::sim::SimError::NoReceiver(_)
+    ));
 }
 
 #[tokio::test]
@@ -390,7 +420,8 @@ async fn http_serves_stats_and_pages_of_submits() {
             .expect("ok");
     }
     let http = sim.http_addr().expect("http enabled");
-    let stats: serde_json::Value = serde_json::from_str(&http_get(http, "/stats").await).expect("json");
+    let stats: serde_json::Value =
+        serde_json::from_str(&http_get(http, "/stats").await).expect("json");
     assert_eq!(stats["submits_ok"], 3);
     assert_eq!(stats["binds_active"], 1);
     let page: serde_json::Value =
@@ -421,6 +452,61 @@ async fn shutdown_unbinds_bound_sessions() {
         .await
         .expect("shutdown completes");
     assert_eq!(sim.stats().unbinds, 1);
-    eventually("the client to see the close", || esme.client.is_closed() || !esme.client.is_active()).await;
+    eventually("the client to see the close", || {
+        esme.client.is_closed() || !esme.client.is_active()
+    })
+    .await;
 }
 
+#[tokio::test]
+async fn resp_delay_holds_each_resp_without_serialising_the_session() {
+    use futures::{SinkExt, StreamExt};
+    use rusmpp::{Command, CommandStatus, pdus::BindTransmitter, tokio_codec::CommandCodec};
+    use tokio_util::codec::Framed;
+
+    let delay = Duration::from_millis(200);
+    let sim = start(SimConfig {
+        resp_delay: delay,
+        ..SimConfig::default()
+    })
+    .await;
+    // Raw framing: rusmppc 0.4.0 writes at most a few queued requests per wake-up, which
+    // would measure the client rather than the simulator.
+    let socket = TcpStream::connect(sim.smpp_addr()).await.expect("connect");
+    let mut framed = Framed::new(socket, CommandCodec::new());
+    let bind = BindTransmitter::builder()
+        .system_id(SYSTEM_ID.parse().expect("system_id"))
+        .password(PASSWORD.parse().expect("password"))
+        .interface_version(InterfaceVersion::Smpp3_4)
+        .build();
+    framed
+        .send(Command::new(CommandStatus::EsmeRok, 1, bind))
+        .await
+        .expect("send bind");
+    let bound = framed.next().await.expect("bind_resp").expect("decodes");
+    assert_eq!(bound.status(), CommandStatus::EsmeRok);
+
+    let started = tokio::time::Instant::now();
+    for seq in 2..22 {
+        let submit = sms("49151", &format!("m{seq}"));
+        framed
+            .feed(Command::new(CommandStatus::EsmeRok, seq, submit))
+            .await
+            .expect("feed");
+    }
+    SinkExt::<Command>::flush(&mut framed).await.expect("flush");
+    let mut answered = 0;
+    while answered < 20 {
+        let resp = tokio::time::timeout(WAIT, framed.next())
+            .await
+            .expect("in time")
+            .expect("resp")
+            .expect("decodes");
+        assert_eq!(resp.status(), CommandStatus::EsmeRok);
+        answered += 1;
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed >= delay, "{elapsed:?}");
+    // Serialised, 20 responses would take 4 s.
+    assert!(elapsed < delay * 3, "{elapsed:?}");
+}

@@ -109,11 +109,8 @@ pub fn submit_sms(
             })?;
             let short_message =
                 OctetString::<0, 255>::from_slice(&seg.short_message).map_err(field("short_message"))?;
-            let esm_class = if seg.udhi {
-                EsmClass::default().with_udhi_indicator()
-            } else {
-                EsmClass::default()
-            };
+            // Not EsmClass::default(): in rusmpp 0.4.0 that sets an ANSI-41 bit (0x08).
+            let esm_class = EsmClass::from(if seg.udhi { 0x40 } else { 0x00 });
             let pdu = SubmitSm::builder()
                 .source_addr_ton(source.ton)
                 .source_addr_npi(source.npi)

@@ -38,8 +38,8 @@ impl GatewayProcess {
             .args(["serve", "--config"])
             .arg(&config)
             .args(["--http", &http.to_string()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone().map(Stdio::from).unwrap_or_else(|_| Stdio::null()))
             .stderr(log)
             .spawn()
             .expect("start smsgate");

@@ -69,11 +69,16 @@ fn parse_error(s: &str) -> Result<(f64, u32), String> {
     let (p, status) = s
         .split_once(':')
         .ok_or_else(|| format!("expected PROBABILITY:STATUS, got {s:?}"))?;
-    let p: f64 = p.parse().map_err(|e| format!("bad probability {p:?}: {e}"))?;
+    let p: f64 = p
+        .parse()
+        .map_err(|e| format!("bad probability {p:?}: {e}"))?;
     if !(0.0..=1.0).contains(&p) {
         return Err(format!("probability {p} is not within 0..=1"));
     }
-    let status = match status.strip_prefix("0x").or_else(|| status.strip_prefix("0X")) {
+    let status = match status
+        .strip_prefix("0x")
+        .or_else(|| status.strip_prefix("0X"))
+    {
         Some(hex) => u32::from_str_radix(hex, 16),
         None => status.parse(),
     }

@@ -8,7 +8,10 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use rusmpp::{Command, pdus::DeliverSm};
@@ -67,6 +70,8 @@ pub(crate) struct Registration {
 struct Peer {
     push: mpsc::UnboundedSender<Push>,
     kill: CancellationToken,
+    /// Bound (any mode) and not unbound yet.
+    bound: bool,
     /// system_id, once bound as receiver or transceiver.
     receives_for: Option<String>,
     next_seq: u32,
@@ -100,6 +105,8 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Hub {
     window: usize,
+    /// Sessions with `bound` set; only changed under the lock, so binds and drops agree.
+    binds_active: AtomicU64,
     // A std mutex: every critical section is a few map operations and channel sends, never an
     // await, and one lock keeps session, window and queue state consistent with each other.
     state: Mutex<State>,
@@ -109,6 +116,7 @@ impl Hub {
     pub(crate) fn new(window: usize) -> Hub {
         Hub {
             window: window.max(1),
+            binds_active: AtomicU64::new(0),
             state: Mutex::new(State::default()),
         }
     }
@@ -129,12 +137,36 @@ impl Hub {
             Peer {
                 push,
                 kill: kill.clone(),
+                bound: false,
                 receives_for: None,
                 next_seq: 1,
                 inflight: HashMap::new(),
             },
         );
         Registration { id, push_rx, kill }
+    }
+
+    /// Records a successful bind.
+    pub(crate) fn mark_bound(&self, id: SessionId) {
+        let mut state = self.lock();
+        if let Some(peer) = state.sessions.get_mut(&id).filter(|p| !p.bound) {
+            peer.bound = true;
+            self.binds_active.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records an unbind.
+    pub(crate) fn mark_unbound(&self, id: SessionId) {
+        let mut state = self.lock();
+        if let Some(peer) = state.sessions.get_mut(&id).filter(|p| p.bound) {
+            peer.bound = false;
+            self.binds_active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sessions bound right now.
+    pub(crate) fn binds_active(&self) -> u64 {
+        self.binds_active.load(Ordering::Relaxed)
     }
 
     /// Marks a session as a receiver of `system_id`'s receipts and MO, sends `bind_resp`, then
@@ -222,7 +254,7 @@ impl Hub {
     /// it was still registered (`drop_all` may have removed it already).
     pub(crate) fn unregister(&self, id: SessionId) -> bool {
         let mut guard = self.lock();
-        remove(&mut guard, id, self.window)
+        self.remove(&mut guard, id)
     }
 
     /// Abruptly closes every session (no unbind). Returns how many there were.
@@ -233,7 +265,7 @@ impl Hub {
             if let Some(peer) = guard.sessions.get(&id) {
                 peer.kill.cancel();
             }
-            remove(&mut guard, id, self.window);
+            self.remove(&mut guard, id);
         }
         ids.len()
     }
@@ -263,6 +295,29 @@ impl Hub {
             .map_err(|_| SimError::SessionClosed)?;
         peer.inflight.insert(seq, Inflight::Mo(tx));
         Ok(rx)
+    }
+
+    /// Forgets a session: fails its MO waiters and re-queues its unacknowledged receipts.
+    fn remove(&self, state: &mut State, id: SessionId) -> bool {
+        let Some(peer) = state.sessions.remove(&id) else {
+            return false;
+        };
+        if peer.bound {
+            self.binds_active.fetch_sub(1, Ordering::Relaxed);
+        }
+        let mut unacked: Vec<(u32, Arc<Receipt>)> = Vec::new();
+        for (seq, inflight) in peer.inflight {
+            match inflight {
+                Inflight::Receipt(receipt) => unacked.push((seq, receipt)),
+                Inflight::Mo(waiter) => {
+                    let _ = waiter.send(Err(SimError::SessionClosed));
+                }
+            }
+        }
+        if let Some(system_id) = peer.receives_for {
+            requeue(state, system_id, id, unacked, self.window);
+        }
+        true
     }
 
     /// Receipts that are due but have no session with room.
@@ -315,22 +370,15 @@ fn fill(sessions: &mut HashMap<SessionId, Peer>, route: &mut Route, window: usiz
     }
 }
 
-fn remove(state: &mut State, id: SessionId, window: usize) -> bool {
-    let Some(peer) = state.sessions.remove(&id) else {
-        return false;
-    };
-    let mut unacked: Vec<(u32, Arc<Receipt>)> = Vec::new();
-    for (seq, inflight) in peer.inflight {
-        match inflight {
-            Inflight::Receipt(receipt) => unacked.push((seq, receipt)),
-            Inflight::Mo(waiter) => {
-                let _ = waiter.send(Err(SimError::SessionClosed));
-            }
-        }
-    }
-    let Some(system_id) = peer.receives_for else {
-        return true;
-    };
+/// Takes a closed session out of its route and puts its unacknowledged receipts back at the
+/// front of the queue, then lets the remaining receivers take them.
+fn requeue(
+    state: &mut State,
+    system_id: String,
+    id: SessionId,
+    mut unacked: Vec<(u32, Arc<Receipt>)>,
+    window: usize,
+) {
     let State {
         sessions, routes, ..
     } = state;
@@ -342,5 +390,4 @@ fn remove(state: &mut State, id: SessionId, window: usize) -> bool {
         route.pending.push_front(receipt);
     }
     fill(sessions, route, window);
-    true
 }

@@ -13,10 +13,10 @@
 //! ```
 //!
 //! The flow of one message, top to bottom:
-//! - [`session`] reads a submit_sm, decides its fate with [`policy`] (throttle, injected error,
+//! - `session` reads a submit_sm, decides its fate with `policy` (throttle, injected error,
 //!   outcome), stores a [`SubmitRecord`] and queues the submit_sm_resp;
-//! - [`wire`]'s writer task writes the resp (after `resp_delay`) and starts the receipt clock;
-//! - [`receipts`] releases the receipt when it is due to the [`hub`], which routes it to a
+//! - `wire`'s writer task writes the resp (after `resp_delay`) and starts the receipt clock;
+//! - `receipts` releases the receipt when it is due to the `hub`, which routes it to a
 //!   bound receiver/transceiver of the same system_id, or queues it until one binds;
 //! - the ESME's deliver_sm_resp closes the loop ([`SimStats::receipts_sent`]).
 
@@ -82,7 +82,8 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn stats(&self) -> SimStats {
-        self.counters.snapshot(self.hub.queued())
+        self.counters
+            .snapshot(self.hub.binds_active(), self.hub.queued())
     }
 }
 
@@ -203,7 +204,11 @@ impl Simulator {
     /// Abruptly closes every open SMPP connection (no unbind) and returns how many there were.
     /// Receipts not yet acknowledged on them are queued again for the next bind.
     pub fn drop_connections(&self) -> usize {
+        // Counted here rather than when the session tasks wind down, so the stats are exact
+        // as soon as this returns.
         let n = self.shared.hub.drop_all();
+        let disconnects = &self.shared.counters.disconnects;
+        disconnects.fetch_add(n as u64, Ordering::Relaxed);
         tracing::info!(connections = n, "dropped all connections");
         n
     }
@@ -308,6 +313,7 @@ fn address(s: &str) -> Result<(COctetString<1, 21>, Ton, Npi), SimError> {
     } else {
         (s, Ton::Alphanumeric, Npi::Unknown)
     };
-    let parsed = COctetString::from_str(addr).map_err(|_| SimError::InvalidAddress(s.to_owned()))?;
+    let parsed =
+        COctetString::from_str(addr).map_err(|_| SimError::InvalidAddress(s.to_owned()))?;
     Ok((parsed, ton, npi))
 }

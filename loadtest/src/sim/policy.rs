@@ -151,7 +151,9 @@ impl Policy {
     pub(crate) fn outcome_for(&self, destination: &str) -> Outcome {
         if self.scripted.load(Ordering::Acquire) > 0 {
             let mut scripts = self.scripts.lock().unwrap_or_else(|p| p.into_inner());
-            let next = scripts.get_mut(destination).map(|q| (q.pop_front(), q.is_empty()));
+            let next = scripts
+                .get_mut(destination)
+                .map(|q| (q.pop_front(), q.is_empty()));
             if let Some((outcome, drained)) = next {
                 if drained {
                     scripts.remove(destination);
@@ -177,7 +179,10 @@ mod tests {
         let (b, sb) = hex.next();
         assert_ne!(a, b);
         assert_eq!(sa.len(), 16);
-        assert!(sb.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            sb.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         let dec = IdGen::new(MessageIdFormat::Decimal);
         let (n, s) = dec.next();
         assert_eq!(s.parse::<u64>().ok(), Some(n));

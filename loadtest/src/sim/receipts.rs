@@ -63,7 +63,13 @@ pub(crate) fn wanted(registered_delivery: u8, outcome: Outcome) -> bool {
 pub(crate) fn text_excerpt(text: &str) -> String {
     text.chars()
         .take(20)
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 

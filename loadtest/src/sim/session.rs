@@ -60,11 +60,13 @@ struct Bound {
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
-    /// An unbind/unbind_resp exchange (either side started it).
-    Unbound,
+    /// The ESME unbound (counted when the unbind arrived).
+    UnbindReceived,
+    /// We unbound at shutdown (answered or not).
+    UnbindSent,
     /// The peer closed, the socket failed, or the stream was unreadable.
     Disconnected,
-    /// `drop_connections`.
+    /// `drop_connections` (counted there).
     Dropped,
 }
 
@@ -117,7 +119,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream) {
                 _ = &mut killed => Flow::Close(End::Dropped),
                 _ = &mut shutting_down, if deadline.is_none() => session.start_unbind().await,
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    Flow::Close(End::Unbound)
+                    Flow::Close(End::UnbindSent)
                 }
                 frame = frames.next() => match frame {
                     Some(Ok(inbound)) => session.handle(inbound).await,
@@ -136,19 +138,16 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream) {
     };
 
     // Closing the sender lets the writer flush what is queued (nothing, if killed) and exit.
-    let Session { bound, out, .. } = session;
-    drop(out);
+    drop(session);
     let _ = writer.await;
-    shared.hub.unregister(id);
     let counters = &shared.counters;
-    match end {
-        End::Unbound => bump(&counters.unbinds),
-        End::Disconnected | End::Dropped => bump(&counters.disconnects),
-    }
-    if bound.is_some() {
-        counters
-            .binds_active
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    // Not registered any more: drop_connections removed (and counted) it already.
+    if shared.hub.unregister(id) {
+        match end {
+            End::UnbindSent => bump(&counters.unbinds),
+            End::Disconnected => bump(&counters.disconnects),
+            End::UnbindReceived | End::Dropped => {}
+        }
     }
     tracing::debug!(session = id, ?end, "connection closed");
 }
@@ -171,6 +170,12 @@ impl Session {
         self.header(ids::GENERIC_NACK, status, seq).await
     }
 
+    fn unbind_received(&mut self) {
+        bump(&self.shared.counters.unbinds);
+        self.shared.hub.mark_unbound(self.id);
+        self.bound = None;
+    }
+
     async fn start_unbind(&mut self) -> Flow {
         if self.bound.is_none() {
             return Flow::Close(End::Disconnected);
@@ -178,7 +183,7 @@ impl Session {
         self.unbind_deadline = Some(Instant::now() + UNBIND_GRACE);
         match self.shared.hub.next_seq(self.id) {
             Some(seq) => self.header(ids::UNBIND, ids::ESME_ROK, seq).await,
-            None => Flow::Close(End::Unbound),
+            None => Flow::Close(End::UnbindSent),
         }
     }
 
@@ -203,34 +208,53 @@ impl Session {
             }
             (CommandId::BindTransmitter, Some(Pdu::BindTransmitter(b))) => {
                 let (system_id, password) = (b.system_id.as_str(), b.password.as_str());
-                self.bind(seq, Mode::Transmitter, system_id, password, b.interface_version)
-                    .await
+                self.bind(
+                    seq,
+                    Mode::Transmitter,
+                    system_id,
+                    password,
+                    b.interface_version,
+                )
+                .await
             }
             (CommandId::BindReceiver, Some(Pdu::BindReceiver(b))) => {
                 let (system_id, password) = (b.system_id.as_str(), b.password.as_str());
-                self.bind(seq, Mode::Receiver, system_id, password, b.interface_version)
-                    .await
+                self.bind(
+                    seq,
+                    Mode::Receiver,
+                    system_id,
+                    password,
+                    b.interface_version,
+                )
+                .await
             }
             (CommandId::BindTransceiver, Some(Pdu::BindTransceiver(b))) => {
                 let (system_id, password) = (b.system_id.as_str(), b.password.as_str());
-                self.bind(seq, Mode::Transceiver, system_id, password, b.interface_version)
-                    .await
+                self.bind(
+                    seq,
+                    Mode::Transceiver,
+                    system_id,
+                    password,
+                    b.interface_version,
+                )
+                .await
             }
             (CommandId::EnquireLink, _) => {
                 self.header(ids::ENQUIRE_LINK_RESP, ids::ESME_ROK, seq)
                     .await
             }
-            (CommandId::Unbind, _) => match self.header(ids::UNBIND_RESP, ids::ESME_ROK, seq).await
-            {
-                Flow::Continue => Flow::Close(End::Unbound),
-                closed => closed,
-            },
+            (CommandId::Unbind, _) => {
+                // Counted before the unbind_resp leaves: whoever sees the resp sees the count.
+                self.unbind_received();
+                match self.header(ids::UNBIND_RESP, ids::ESME_ROK, seq).await {
+                    Flow::Continue => Flow::Close(End::UnbindReceived),
+                    closed => closed,
+                }
+            }
             (CommandId::UnbindResp, _) if self.unbind_deadline.is_some() => {
-                Flow::Close(End::Unbound)
+                Flow::Close(End::UnbindSent)
             }
-            (CommandId::DeliverSmResp, _) => {
-                self.deliver_sm_resp(seq, u32::from(command.status()))
-            }
+            (CommandId::DeliverSmResp, _) => self.deliver_sm_resp(seq, u32::from(command.status())),
             (
                 CommandId::SubmitSm
                 | CommandId::BindTransmitter
@@ -295,9 +319,8 @@ impl Session {
             system_id: system_id.to_owned(),
             mode,
         });
-        let counters = &self.shared.counters;
-        bump(&counters.binds_total);
-        bump(&counters.binds_active);
+        bump(&self.shared.counters.binds_total);
+        self.shared.hub.mark_bound(self.id);
         tracing::info!(session = self.id, system_id, ?mode, "bound");
         if mode.receives() {
             self.shared.hub.bind_receiver(self.id, system_id, resp);
@@ -377,9 +400,7 @@ impl Session {
         let shared = &*self.shared;
         bump(&shared.counters.deliver_sm_resp_received);
         match shared.hub.ack(self.id, seq, status) {
-            Acked::Receipt {
-                refused: false, ..
-            } => bump(&shared.counters.receipts_sent),
+            Acked::Receipt { refused: false, .. } => bump(&shared.counters.receipts_sent),
             Acked::Receipt {
                 receipt,
                 refused: true,

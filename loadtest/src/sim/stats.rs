@@ -42,7 +42,6 @@ pub struct SimStats {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub binds_total: AtomicU64,
-    pub binds_active: AtomicU64,
     pub submits_ok: AtomicU64,
     pub submits_throttled: AtomicU64,
     pub submits_error: AtomicU64,
@@ -63,12 +62,12 @@ pub(crate) fn bump(counter: &AtomicU64) {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self, receipts_queued: u64) -> SimStats {
+    pub(crate) fn snapshot(&self, binds_active: u64, receipts_queued: u64) -> SimStats {
         let owed = self.receipts_owed.load(Relaxed);
         let sent = self.receipts_sent.load(Relaxed);
         SimStats {
             binds_total: self.binds_total.load(Relaxed),
-            binds_active: self.binds_active.load(Relaxed),
+            binds_active,
             submits_ok: self.submits_ok.load(Relaxed),
             submits_throttled: self.submits_throttled.load(Relaxed),
             submits_error: self.submits_error.load(Relaxed),

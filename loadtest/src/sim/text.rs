@@ -252,7 +252,9 @@ mod tests {
             })
         );
         // A port-addressing element first, then the concatenation element.
-        let mixed = [0x0A, 0x05, 0x04, 0x0B, 0x84, 0x23, 0xF0, 0x00, 0x03, 0x07, 0x02, 0x01];
+        let mixed = [
+            0x0A, 0x05, 0x04, 0x0B, 0x84, 0x23, 0xF0, 0x00, 0x03, 0x07, 0x02, 0x01,
+        ];
         assert_eq!(concat_from_udh(&mixed).map(|c| c.reference), Some(7));
         // Truncated header: no UDH, whole message is payload.
         assert_eq!(split_udh(&[0x09, 0x00]), (None, &[0x09, 0x00][..]));

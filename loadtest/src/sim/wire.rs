@@ -8,9 +8,7 @@ use std::{collections::VecDeque, io, sync::Arc};
 
 use bytes::{Buf, BufMut, BytesMut};
 use chrono::Utc;
-use rusmpp::{
-    Command, CommandStatus, decode::DecodeWithLength, tokio_codec::CommandCodec,
-};
+use rusmpp::{Command, CommandStatus, decode::DecodeWithLength, tokio_codec::CommandCodec};
 use tokio::{
     io::AsyncWriteExt,
     net::tcp::OwnedWriteHalf,
@@ -56,7 +54,11 @@ const HIGH_WATER: usize = 64 * 1024;
 pub(crate) enum Inbound {
     Command(Command),
     /// The header was readable but the body did not decode.
-    Undecodable { id: u32, status: u32, seq: u32 },
+    Undecodable {
+        id: u32,
+        status: u32,
+        seq: u32,
+    },
 }
 
 /// The stream cannot be resynchronised (or the socket failed).
@@ -309,7 +311,10 @@ mod tests {
     use rusmpp::{CommandId, Pdu};
 
     fn header(len: u32, id: u32, seq: u32) -> Vec<u8> {
-        [len, id, 0, seq].iter().flat_map(|v| v.to_be_bytes()).collect()
+        [len, id, 0, seq]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect()
     }
 
     #[test]
@@ -324,7 +329,14 @@ mod tests {
         let first = codec.decode(&mut src).expect("frame").expect("complete");
         assert!(matches!(first, Inbound::Command(c) if c.id() == CommandId::EnquireLink));
         let second = codec.decode(&mut src).expect("frame").expect("complete");
-        assert!(matches!(second, Inbound::Undecodable { id: 0x04, seq: 2, .. }));
+        assert!(matches!(
+            second,
+            Inbound::Undecodable {
+                id: 0x04,
+                seq: 2,
+                ..
+            }
+        ));
         let third = codec.decode(&mut src).expect("frame").expect("complete");
         assert!(matches!(third, Inbound::Command(c) if c.sequence_number() == 3));
         assert!(codec.decode(&mut src).expect("no error").is_none());

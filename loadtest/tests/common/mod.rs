@@ -9,9 +9,7 @@ use rusmpp::{
     pdus::{BindReceiver, BindTransceiver, BindTransmitter, DeliverSm, DeliverSmResp, SubmitSm},
     tlvs::TlvValue,
     types::{COctetString, OctetString},
-    values::{
-        DataCoding, EsmClass, InterfaceVersion, MessageState, Npi, RegisteredDelivery, Ton,
-    },
+    values::{DataCoding, EsmClass, InterfaceVersion, MessageState, Npi, RegisteredDelivery, Ton},
 };
 use rusmppc::{Client, ConnectionBuilder, Event, error::Error};
 use smsgate_loadtest::sim::{SimConfig, Simulator};
@@ -20,6 +18,12 @@ use tokio::{net::TcpStream, sync::mpsc};
 pub const SYSTEM_ID: &str = "smsgate";
 pub const PASSWORD: &str = "secret";
 pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Works around a rusmppc 0.4.0 stall: its connection task leaves the action loop after 5
+/// actions without re-registering its waker, so further requests (submit_sm, deliver_sm_resp)
+/// sit in the queue until the socket or a timer wakes the task, i.e. until the next inbound
+/// PDU or the next enquire_link (30 s by default). A short enquire_link interval bounds that.
+pub const RUSMPPC_WAKE_UP: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -33,6 +37,12 @@ pub enum Mode {
 pub struct Esme {
     pub client: Client,
     pub inbox: mpsc::UnboundedReceiver<Command>,
+}
+
+impl std::fmt::Debug for Esme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Esme").finish_non_exhaustive()
+    }
 }
 
 impl Esme {
@@ -64,6 +74,7 @@ pub async fn connect(addr: SocketAddr, auto_ack: bool) -> Esme {
     let stream = TcpStream::connect(addr).await.expect("tcp connect");
     let (client, mut events) = ConnectionBuilder::new()
         .disable_interface_version_check()
+        .enquire_link_interval(RUSMPPC_WAKE_UP)
         .response_timeout(WAIT)
         .connected(stream);
     let (tx, inbox) = mpsc::unbounded_channel();
@@ -100,7 +111,14 @@ pub async fn try_bind(
     password: &str,
 ) -> Result<Esme, Error> {
     let esme = connect(addr, true).await;
-    bind_on(&esme.client, mode, system_id, password, InterfaceVersion::Smpp3_4).await?;
+    bind_on(
+        &esme.client,
+        mode,
+        system_id,
+        password,
+        InterfaceVersion::Smpp3_4,
+    )
+    .await?;
     Ok(esme)
 }
 
@@ -215,7 +233,10 @@ pub fn network_error(deliver: &DeliverSm) -> Option<u16> {
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
