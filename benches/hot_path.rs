@@ -35,7 +35,9 @@ fn hot_path(c: &mut Criterion) {
     c.bench_function("admit_otp", |b| {
         b.iter(|| admission.admit(black_box(submission(otp)), Utc::now()))
     });
-    c.bench_function("plan_gsm_otp", |b| b.iter(|| encoding::plan(black_box(otp))));
+    c.bench_function("plan_gsm_otp", |b| {
+        b.iter(|| encoding::plan(black_box(otp)))
+    });
     c.bench_function("encode_ucs2_4_segments", |b| {
         let plan = encoding::plan(&cyrillic);
         b.iter(|| encoding::encode(black_box(&cyrillic), plan, 7))

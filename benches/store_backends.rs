@@ -684,6 +684,12 @@ fn disk_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// Writes back every dirty page of the machine (`sync`), so a measurement does not pay for the
+/// writeback of data that an earlier one left in the page cache.
+fn sync_disks() {
+    let _ = Command::new("sync").status();
+}
+
 /// Median latency of a raw 4 KiB append + `fdatasync`: the disk's fsync cost right now, to read
 /// the fsync rows against (on a shared VM it varies by 10x from minute to minute).
 fn fsync_probe() -> Duration {
@@ -691,6 +697,7 @@ fn fsync_probe() -> Duration {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = fs::File::create(dir.path().join("probe")).expect("probe file");
     let block = [0x5a_u8; 4096];
+    sync_disks();
     let mut times: Vec<Duration> = (0..100_u64)
         .map(|n| {
             let start = Instant::now();
@@ -887,6 +894,7 @@ type KeptStore = (Box<dyn Backend>, tempfile::TempDir);
 /// Returns the row and, for `keep`, the recovered store and its directory for the read benches.
 fn build_and_recover(variant: Variant, keep: bool) -> (BuildRow, Option<KeptStore>) {
     let dir = tempfile::tempdir().expect("tempdir");
+    sync_disks();
     let stats = run_child_and_kill(variant, "build", dir.path());
     let disk_at_kill = disk_bytes(dir.path());
 
@@ -976,6 +984,7 @@ impl Prepared {
                 pipeline
             }
         };
+        sync_disks();
         Self {
             store,
             pipeline,

@@ -15,9 +15,9 @@ use crate::api::{self, Accounts, AppState};
 use crate::carrier::Carriers;
 use crate::compliance::Admission;
 use crate::config::{Config, ConfigError, StoreBackend, StoreConfig};
+use crate::dlr;
 use crate::metrics::Metrics;
 use crate::queue::{DurableStore, MemoryStore, Queue, Store, StoreError};
-use crate::dlr;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +62,10 @@ impl Gateway {
             StoreBackend::Embedded => {
                 let store_config = config.store.clone();
                 let m = metrics.clone();
-                let store = tokio::task::spawn_blocking(move || DurableStore::open(&store_config, m))
-                    .await
-                    .map_err(|e| StoreError::Backend(format!("open task failed: {e}")))??;
+                let store =
+                    tokio::task::spawn_blocking(move || DurableStore::open(&store_config, m))
+                        .await
+                        .map_err(|e| StoreError::Backend(format!("open task failed: {e}")))??;
                 Arc::new(store)
             }
         };

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use smsgate::config::{Config, LogFormat};
 use smsgate::Gateway;
+use smsgate::config::{Config, LogFormat};
 use smsgate_loadtest::sim::{SimConfig, Simulator};
 use tracing_subscriber::EnvFilter;
 
@@ -16,7 +16,11 @@ use tracing_subscriber::EnvFilter;
 const EMBEDDED_CONFIG: &str = include_str!("../config/smsgate.toml");
 
 #[derive(Parser)]
-#[command(name = "smsgate", version, about = "High-throughput SMS/A2P gateway: HTTP in, SMPP out, delivery reports back.")]
+#[command(
+    name = "smsgate",
+    version,
+    about = "High-throughput SMS/A2P gateway: HTTP in, SMPP out, delivery reports back."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,8 +52,8 @@ enum Command {
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Serve { config, http } => {
-            let mut config = Config::load(&config)
-                .with_context(|| format!("loading {}", config.display()))?;
+            let mut config =
+                Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
             if let Some(addr) = http {
                 config.http.listen = addr;
             }
@@ -60,8 +64,9 @@ async fn main() -> Result<()> {
         }
         Command::Demo { config, http } => {
             let mut config = match &config {
-                Some(path) => Config::load(path)
-                    .with_context(|| format!("loading {}", path.display()))?,
+                Some(path) => {
+                    Config::load(path).with_context(|| format!("loading {}", path.display()))?
+                }
                 None => Config::parse(EMBEDDED_CONFIG).context("built-in config")?,
             };
             if let Some(addr) = http {
@@ -119,7 +124,9 @@ async fn wait_for_signal() -> Result<()> {
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     tracing::info!("shutting down");
     Ok(())
 }

@@ -446,12 +446,10 @@ impl Message {
     /// A message is delivered only when every segment is; undeliverable (or
     /// expired) as soon as any segment is.
     fn aggregate_receipts(&mut self, at: DateTime<Utc>) {
-        let failed = self.segments.iter().find(|s| {
-            matches!(
-                s.state,
-                SegmentState::Undeliverable | SegmentState::Expired
-            )
-        });
+        let failed = self
+            .segments
+            .iter()
+            .find(|s| matches!(s.state, SegmentState::Undeliverable | SegmentState::Expired));
         if let Some(seg) = failed {
             let (status, code) = if seg.state == SegmentState::Expired {
                 (Status::Expired, "smsc_expired")
@@ -479,6 +477,30 @@ impl Message {
     }
 }
 
+/// A message for unit tests: GB recipient, GSM text, valid for an hour.
+#[cfg(test)]
+pub(crate) fn sample(text: &str, kind: Kind, segments: u32) -> Message {
+    let now = Utc::now();
+    Message::new(
+        NewMessage {
+            account: "a".into(),
+            to: "+447400123456".into(),
+            country: "GB".into(),
+            from: "ACME".into(),
+            text: text.into(),
+            kind,
+            encoding: Encoding::Gsm7,
+            segments,
+            client_ref: None,
+            callback_url: None,
+            send_at: None,
+            expires_at: now + chrono::Duration::hours(1),
+        },
+        now,
+        1,
+    )
+}
+
 /// Maps a receipt state onto a segment state; `None` for intermediate states.
 fn segment_state_for(state: ReceiptState) -> Option<SegmentState> {
     match state {
@@ -498,25 +520,7 @@ mod tests {
     use super::*;
 
     fn message(segments: u32) -> Message {
-        let now = Utc::now();
-        Message::new(
-            NewMessage {
-                account: "a".into(),
-                to: "+447400123456".into(),
-                country: "GB".into(),
-                from: "ACME".into(),
-                text: "hi".into(),
-                kind: Kind::Otp,
-                encoding: Encoding::Gsm7,
-                segments,
-                client_ref: None,
-                callback_url: None,
-                send_at: None,
-                expires_at: now + chrono::Duration::seconds(300),
-            },
-            now,
-            1,
-        )
+        sample("hi", Kind::Otp, segments)
     }
 
     fn accept(m: &mut Message, segment: u32) {
@@ -567,7 +571,10 @@ mod tests {
         receipt(&mut m, 3, ReceiptState::Undeliverable);
         assert_eq!(m.status, Status::Undeliverable);
         // A later delivered receipt does not revive it.
-        assert_eq!(receipt(&mut m, 1, ReceiptState::Delivered), Applied::Ignored);
+        assert_eq!(
+            receipt(&mut m, 1, ReceiptState::Delivered),
+            Applied::Ignored
+        );
         assert_eq!(m.status, Status::Undeliverable);
     }
 
@@ -583,6 +590,9 @@ mod tests {
     #[test]
     fn out_of_range_segment_is_ignored() {
         let mut m = message(1);
-        assert_eq!(receipt(&mut m, 7, ReceiptState::Delivered), Applied::Ignored);
+        assert_eq!(
+            receipt(&mut m, 7, ReceiptState::Delivered),
+            Applied::Ignored
+        );
     }
 }

@@ -108,7 +108,9 @@ impl Metrics {
                 "smsgate_store_commit_writes",
                 "Writes per group commit of the durable store.",
             )
-            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0]),
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+            ]),
         )
         .expect("metric definitions are static and valid");
         let store_disk_bytes = IntGauge::new(

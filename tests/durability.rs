@@ -50,7 +50,13 @@ async fn get_message(client: &reqwest::Client, base: &str, id: &str) -> Option<V
 }
 
 /// Polls until every id has `status` (panics with the stragglers after `timeout`).
-async fn wait_all(client: &reqwest::Client, base: &str, ids: &[String], status: &str, timeout: Duration) {
+async fn wait_all(
+    client: &reqwest::Client,
+    base: &str,
+    ids: &[String],
+    status: &str,
+    timeout: Duration,
+) {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pending: Vec<String> = ids.to_vec();
     loop {
@@ -79,7 +85,10 @@ async fn wait_all(client: &reqwest::Client, base: &str, ids: &[String], status: 
         }
         if tokio::time::Instant::now() > deadline {
             let sample = get_message(client, base, &pending[0]).await;
-            panic!("{} messages never reached {status}; e.g. {sample:?}", pending.len());
+            panic!(
+                "{} messages never reached {status}; e.g. {sample:?}",
+                pending.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -165,12 +174,19 @@ async fn kill_9_mid_run_loses_no_accepted_message() {
     // bounded by what can be in flight when the process dies.
     let mut seen: HashMap<usize, usize> = HashMap::new();
     for s in sim.submits() {
-        if let Some(n) = s.text.strip_prefix("crash-test ").and_then(|n| n.parse().ok()) {
+        if let Some(n) = s
+            .text
+            .strip_prefix("crash-test ")
+            .and_then(|n| n.parse().ok())
+        {
             *seen.entry(n).or_default() += 1;
         }
     }
     for n in accepted.keys() {
-        assert!(seen.contains_key(n), "accepted message {n} never reached the SMSC");
+        assert!(
+            seen.contains_key(n),
+            "accepted message {n} never reached the SMSC"
+        );
     }
     let duplicates: usize = seen.values().map(|c| c - 1).sum();
     println!(
@@ -205,13 +221,27 @@ async fn receipts_that_arrive_after_a_restart_still_match() {
         assert_eq!(status, 202);
         ids.push(resp["id"].as_str().expect("id").to_owned());
     }
-    wait_all(&client, &gw.base, &ids, "submitted", Duration::from_secs(20)).await;
+    wait_all(
+        &client,
+        &gw.base,
+        &ids,
+        "submitted",
+        Duration::from_secs(20),
+    )
+    .await;
     gw.terminate();
     // The receipts fall due while the gateway is down; they wait for a bind.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(sim.stats().receipts_pending >= 20);
     gw.restart().await;
-    wait_all(&client, &gw.base, &ids, "delivered", Duration::from_secs(30)).await;
+    wait_all(
+        &client,
+        &gw.base,
+        &ids,
+        "delivered",
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(sim.submit_count(), 20, "nothing was sent twice");
     gw.terminate();
     sim.shutdown().await;
@@ -219,31 +249,45 @@ async fn receipts_that_arrive_after_a_restart_still_match() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_sends_once_and_answers_the_same_also_after_a_restart() {
-    let sim = Simulator::start(SimConfig::default()).await.expect("simulator");
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
     let dir = tempfile::tempdir().expect("temp dir");
     let text = config_text(sim.smpp_addr(), BINDS, WINDOW, &dir.path().join("store"));
     let mut gw = GatewayProcess::start(&text, dir.path(), free_port()).await;
     let client = reqwest::Client::new();
     let body = message(1, "once");
-    let first = post(&client, &gw.base, &body, Some("order-42")).await.expect("up");
+    let first = post(&client, &gw.base, &body, Some("order-42"))
+        .await
+        .expect("up");
     assert_eq!(first.0, 202);
     // Concurrent repeats while the first may still be in flight.
-    let repeats: Vec<_> = futures::future::join_all(
-        (0..8).map(|_| post(&client, &gw.base, &body, Some("order-42"))),
-    )
-    .await;
+    let repeats: Vec<_> =
+        futures::future::join_all((0..8).map(|_| post(&client, &gw.base, &body, Some("order-42"))))
+            .await;
     for r in repeats {
         assert_eq!(r.expect("up"), first, "a repeat returns the first answer");
     }
     gw.terminate();
     gw.restart().await;
-    let after = post(&client, &gw.base, &body, Some("order-42")).await.expect("up");
+    let after = post(&client, &gw.base, &body, Some("order-42"))
+        .await
+        .expect("up");
     assert_eq!(after, first, "remembered across a restart");
     // Another key is another message; the same key on another account too.
-    let other = post(&client, &gw.base, &body, Some("order-43")).await.expect("up");
+    let other = post(&client, &gw.base, &body, Some("order-43"))
+        .await
+        .expect("up");
     assert_ne!(other.1["id"], first.1["id"]);
     let id = first.1["id"].as_str().expect("id").to_owned();
-    wait_all(&client, &gw.base, &[id], "delivered", Duration::from_secs(20)).await;
+    wait_all(
+        &client,
+        &gw.base,
+        &[id],
+        "delivered",
+        Duration::from_secs(20),
+    )
+    .await;
     let sent_once = sim.submits().iter().filter(|s| s.text == "once 1").count();
     assert_eq!(sent_once, 2, "one submit per key (order-42 and order-43)");
     gw.terminate();
@@ -252,7 +296,9 @@ async fn an_idempotency_key_sends_once_and_answers_the_same_also_after_a_restart
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_message_survives_a_restart_and_is_sent_when_due() {
-    let sim = Simulator::start(SimConfig::default()).await.expect("simulator");
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
     let dir = tempfile::tempdir().expect("temp dir");
     let text = config_text(sim.smpp_addr(), BINDS, WINDOW, &dir.path().join("store"));
     let mut gw = GatewayProcess::start(&text, dir.path(), free_port()).await;
@@ -269,10 +315,21 @@ async fn a_scheduled_message_survives_a_restart_and_is_sent_when_due() {
         get_message(&client, &gw.base, &id).await.expect("up")["status"],
         "scheduled"
     );
-    wait_all(&client, &gw.base, &[id], "delivered", Duration::from_secs(20)).await;
+    wait_all(
+        &client,
+        &gw.base,
+        &[id],
+        "delivered",
+        Duration::from_secs(20),
+    )
+    .await;
     let submits = sim.submits();
     assert_eq!(submits.len(), 1);
-    assert!(submits[0].at >= send_at, "sent at {} before {send_at}", submits[0].at);
+    assert!(
+        submits[0].at >= send_at,
+        "sent at {} before {send_at}",
+        submits[0].at
+    );
     gw.terminate();
     sim.shutdown().await;
 }

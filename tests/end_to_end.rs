@@ -34,7 +34,10 @@ async fn an_otp_sent_over_http_reaches_the_smsc_intact_and_ends_delivered() {
     let m = h.wait_status(id, "delivered", WAIT).await;
     assert_eq!(m["carrier"], "sim");
     assert_eq!(m["segments_delivered"], 1);
-    assert!(m["submitted_at"].is_string() && m["done_at"].is_string(), "{m}");
+    assert!(
+        m["submitted_at"].is_string() && m["done_at"].is_string(),
+        "{m}"
+    );
 
     let submits = h.sim.submits();
     assert_eq!(submits.len(), 1);
@@ -47,15 +50,26 @@ async fn an_otp_sent_over_http_reaches_the_smsc_intact_and_ends_delivered() {
     assert_eq!(s.esm_class, 0, "default mode, no UDHI");
     assert_eq!(s.text, "Your code is 123456 {€}");
     assert_eq!(s.registered_delivery & 0x01, 0x01);
-    assert!(s.validity_period.ends_with('R'), "relative validity: {}", s.validity_period);
+    assert!(
+        s.validity_period.ends_with('R'),
+        "relative validity: {}",
+        s.validity_period
+    );
     assert_eq!(m["smsc_message_ids"], json!([s.message_id]));
     // The receipt was acknowledged with deliver_sm_resp.
-    h.wait_until(WAIT, || async { h.sim.stats().receipts_pending == 0 }).await;
+    h.wait_until(WAIT, || async { h.sim.stats().receipts_pending == 0 })
+        .await;
     assert_eq!(h.sim.stats().receipts_sent, 1);
 
     let metrics = h.metrics().await;
-    assert_eq!(metric_sum(&metrics, "smsgate_messages_accepted_total", &["otp"]), 1.0);
-    assert_eq!(metric_sum(&metrics, "smsgate_messages_delivered_total", &["otp"]), 1.0);
+    assert_eq!(
+        metric_sum(&metrics, "smsgate_messages_accepted_total", &["otp"]),
+        1.0
+    );
+    assert_eq!(
+        metric_sum(&metrics, "smsgate_messages_delivered_total", &["otp"]),
+        1.0
+    );
     assert_eq!(metric_sum(&metrics, "smsgate_bind_up", &[]), 2.0);
     h.stop().await;
 }
@@ -100,8 +114,14 @@ async fn a_210_char_cyrillic_text_goes_as_four_ucs2_segments_under_one_reference
     let reference = parts[0].concat.as_ref().unwrap().reference;
     let mut reassembled = String::new();
     for (i, p) in parts.iter().enumerate() {
-        let c = p.concat.as_ref().expect("every part has a concatenation UDH");
-        assert_eq!((c.reference, c.total, c.seq as usize), (reference, 4, i + 1));
+        let c = p
+            .concat
+            .as_ref()
+            .expect("every part has a concatenation UDH");
+        assert_eq!(
+            (c.reference, c.total, c.seq as usize),
+            (reference, 4, i + 1)
+        );
         assert_eq!(p.data_coding, 8);
         assert_eq!(p.esm_class, 0x40, "UDHI set, nothing else");
         let expected = if i < 3 { 67 } else { 9 };
@@ -148,7 +168,12 @@ async fn the_gateway_rebinds_after_the_smsc_drops_the_link_and_delivers_every_me
     let h = std::sync::Arc::new(
         Harness::start_with(
             SimConfig {
-                resp_delay: Duration::from_millis(std::env::var("RD").ok().and_then(|v| v.parse().ok()).unwrap_or(20)),
+                resp_delay: Duration::from_millis(
+                    std::env::var("RD")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(20),
+                ),
                 ..fast_receipts()
             },
             2,
@@ -200,7 +225,10 @@ async fn the_gateway_rebinds_after_the_smsc_drops_the_link_and_delivers_every_me
             panic!(
                 "not all delivered; simulator {:?}\nstuck: {stuck:?}\n{}",
                 h.sim.stats(),
-                m.lines().filter(|l| l.starts_with("smsgate_")).collect::<Vec<_>>().join("\n")
+                m.lines()
+                    .filter(|l| l.starts_with("smsgate_"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -218,9 +246,15 @@ async fn the_gateway_rebinds_after_the_smsc_drops_the_link_and_delivers_every_me
         );
     }
     let metrics = h.metrics().await;
-    assert!(metric_sum(&metrics, "smsgate_binds_total", &[]) >= 4.0, "rebinds happened");
+    assert!(
+        metric_sum(&metrics, "smsgate_binds_total", &[]) >= 4.0,
+        "rebinds happened"
+    );
     let retried = metric_sum(&metrics, "smsgate_retries_total", &[]);
-    println!("messages requeued after disconnects: {retried}; submits seen by the SMSC: {}", submits.len());
+    println!(
+        "messages requeued after disconnects: {retried}; submits seen by the SMSC: {}",
+        submits.len()
+    );
     if let Ok(h) = std::sync::Arc::try_unwrap(h) {
         h.stop().await;
     }
@@ -231,7 +265,8 @@ async fn a_message_whose_validity_runs_out_while_no_bind_is_up_is_expired_and_ne
     let h = Harness::start(fast_receipts()).await;
     h.sim.set_accepting(false);
     h.sim.drop_connections();
-    h.wait_until(WAIT, || async { h.gateway.binds_up() == 0 }).await;
+    h.wait_until(WAIT, || async { h.gateway.binds_up() == 0 })
+        .await;
     let id = h
         .send_ok(json!({ "to": "+447400123459", "from": "ACME", "text": "code 1", "kind": "otp", "validity_s": 1 }))
         .await;
@@ -242,7 +277,12 @@ async fn a_message_whose_validity_runs_out_while_no_bind_is_up_is_expired_and_ne
     // A fresh message still goes through, proving binds are back.
     let fresh = h.send_ok(otp("+447400123460", "code 2")).await;
     h.wait_status(&fresh, "delivered", WAIT).await;
-    assert!(h.sim.submits().iter().all(|s| s.destination_addr != "447400123459"));
+    assert!(
+        h.sim
+            .submits()
+            .iter()
+            .all(|s| s.destination_addr != "447400123459")
+    );
     h.stop().await;
 }
 
@@ -261,7 +301,10 @@ async fn a_scheduled_message_is_not_sent_before_its_time() {
     assert!(h.sim.submits().is_empty());
     h.wait_status(id, "delivered", WAIT).await;
     let submitted_at = h.sim.submits()[0].at;
-    assert!(submitted_at >= send_at, "submitted {submitted_at} before {send_at}");
+    assert!(
+        submitted_at >= send_at,
+        "submitted {submitted_at} before {send_at}"
+    );
     h.stop().await;
 }
 
@@ -285,7 +328,10 @@ async fn shutdown_waits_for_in_flight_submits_then_unbinds_every_session() {
 
     let stats = h.sim.stats();
     assert_eq!(stats.unbinds, 2, "both binds unbound: {stats:?}");
-    assert_eq!(stats.disconnects, 0, "no session was just dropped: {stats:?}");
+    assert_eq!(
+        stats.disconnects, 0,
+        "no session was just dropped: {stats:?}"
+    );
     for id in ids {
         let m = queue.get(id.parse().unwrap()).await.unwrap().unwrap();
         assert!(

@@ -11,7 +11,9 @@ fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"]["code"], want_code, "{body}");
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "human message: {body}"
     );
 }
@@ -20,21 +22,97 @@ fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
 async fn bad_inputs_get_the_documented_4xx_code_never_a_5xx() {
     let h = Harness::start(SimConfig::default()).await;
     let cases: Vec<(&str, String, u16, &str)> = vec![
-        ("malformed JSON", "{\"to\": ".into(), 400, "malformed_request"),
+        (
+            "malformed JSON",
+            "{\"to\": ".into(),
+            400,
+            "malformed_request",
+        ),
         ("not an object", "[1,2]".into(), 400, "malformed_request"),
-        ("wrong type", json!({"to": 447400123456u64, "from": "ACME", "text": "x"}).to_string(), 400, "malformed_request"),
-        ("missing text", json!({"to": "+447400123456", "from": "ACME"}).to_string(), 400, "malformed_request"),
-        ("empty text", json!({"to": "+447400123456", "from": "ACME", "text": ""}).to_string(), 400, "malformed_request"),
-        ("unknown kind", json!({"to": "+447400123456", "from": "ACME", "text": "x", "kind": "spam"}).to_string(), 400, "malformed_request"),
-        ("national format", otp("07400123456", "x").to_string(), 422, "invalid_number"),
-        ("not a number", otp("+44abc", "x").to_string(), 422, "invalid_number"),
-        ("invalid range", otp("+447700900123", "x").to_string(), 422, "invalid_number"),
-        ("bad sender", json!({"to": "+447400123456", "from": "WAY TOO LONG SENDER", "text": "x"}).to_string(), 422, "sender_not_allowed"),
-        ("too long", otp("+447400123456", &"x".repeat(153 * 10 + 1)).to_string(), 422, "text_too_long"),
-        ("zero validity", json!({"to": "+447400123456", "from": "ACME", "text": "x", "validity_s": 0}).to_string(), 422, "validity_invalid"),
-        ("negative validity", json!({"to": "+447400123456", "from": "ACME", "text": "x", "validity_s": -5}).to_string(), 400, "malformed_request"),
-        ("bad send_at", json!({"to": "+447400123456", "from": "ACME", "text": "x", "send_at": "tomorrow"}).to_string(), 400, "malformed_request"),
-        ("2 MB body", format!("{{\"to\":\"+447400123456\",\"from\":\"ACME\",\"text\":\"{}\"}}", "x".repeat(2 * 1024 * 1024)), 413, "payload_too_large"),
+        (
+            "wrong type",
+            json!({"to": 447400123456u64, "from": "ACME", "text": "x"}).to_string(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "missing text",
+            json!({"to": "+447400123456", "from": "ACME"}).to_string(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "empty text",
+            json!({"to": "+447400123456", "from": "ACME", "text": ""}).to_string(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "unknown kind",
+            json!({"to": "+447400123456", "from": "ACME", "text": "x", "kind": "spam"}).to_string(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "national format",
+            otp("07400123456", "x").to_string(),
+            422,
+            "invalid_number",
+        ),
+        (
+            "not a number",
+            otp("+44abc", "x").to_string(),
+            422,
+            "invalid_number",
+        ),
+        (
+            "invalid range",
+            otp("+447700900123", "x").to_string(),
+            422,
+            "invalid_number",
+        ),
+        (
+            "bad sender",
+            json!({"to": "+447400123456", "from": "WAY TOO LONG SENDER", "text": "x"}).to_string(),
+            422,
+            "sender_not_allowed",
+        ),
+        (
+            "too long",
+            otp("+447400123456", &"x".repeat(153 * 10 + 1)).to_string(),
+            422,
+            "text_too_long",
+        ),
+        (
+            "zero validity",
+            json!({"to": "+447400123456", "from": "ACME", "text": "x", "validity_s": 0})
+                .to_string(),
+            422,
+            "validity_invalid",
+        ),
+        (
+            "negative validity",
+            json!({"to": "+447400123456", "from": "ACME", "text": "x", "validity_s": -5})
+                .to_string(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "bad send_at",
+            json!({"to": "+447400123456", "from": "ACME", "text": "x", "send_at": "tomorrow"})
+                .to_string(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "2 MB body",
+            format!(
+                "{{\"to\":\"+447400123456\",\"from\":\"ACME\",\"text\":\"{}\"}}",
+                "x".repeat(2 * 1024 * 1024)
+            ),
+            413,
+            "payload_too_large",
+        ),
     ];
     for (what, body, want_status, want_code) in cases {
         let (status, resp) = h.post_as(KEY, "/v1/messages", body).await;
@@ -47,7 +125,13 @@ async fn bad_inputs_get_the_documented_4xx_code_never_a_5xx() {
     let (status, _) = h.send(otp("+447400123456", "still alive")).await;
     assert_eq!(status, 202);
     let metrics = h.metrics().await;
-    assert!(common::metric_sum(&metrics, "smsgate_messages_rejected_total", &["invalid_number"]) >= 3.0);
+    assert!(
+        common::metric_sum(
+            &metrics,
+            "smsgate_messages_rejected_total",
+            &["invalid_number"]
+        ) >= 3.0
+    );
     h.stop().await;
 }
 
@@ -117,7 +201,10 @@ async fn operations_endpoints_answer() {
     }
     let missing = get("/nope").await;
     assert_eq!(missing.status(), 404);
-    assert_eq!(missing.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+    assert_eq!(
+        missing.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
 
     // Without any bind up, the gateway is not ready.
     h.sim.set_accepting(false);
@@ -128,5 +215,43 @@ async fn operations_endpoints_answer() {
     .await;
     let not_ready = get("/readyz").await;
     assert_eq!(not_ready.status(), 503);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backlog_answers_503_overloaded_with_retry_after() {
+    let h =
+        common::Harness::start_with(SimConfig::default(), 1, 1, |c| c.store.max_backlog = 3).await;
+    // No bind: everything waits in the queue.
+    h.sim.set_accepting(false);
+    h.sim.drop_connections();
+    h.wait_until(std::time::Duration::from_secs(10), || async {
+        h.gateway.binds_up() == 0
+    })
+    .await;
+    for n in 0..3 {
+        let (status, resp) = h.send(otp(&format!("+44740012345{n}"), "x")).await;
+        assert_eq!(status, 202, "{resp}");
+    }
+    let resp = h
+        .http
+        .post(format!("{}/v1/messages", h.base))
+        .bearer_auth(KEY)
+        .body(otp("+447400123459", "x").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: Value = resp.json().await.unwrap();
+    assert_error(503, &body, 503, "overloaded");
+    // Once a bind drains the queue, messages are accepted again.
+    h.sim.set_accepting(true);
+    h.wait_until(std::time::Duration::from_secs(10), || async {
+        h.gateway.queue().depths().queued.iter().sum::<usize>() == 0
+    })
+    .await;
+    let (status, _) = h.send(otp("+447400123459", "x")).await;
+    assert_eq!(status, 202);
     h.stop().await;
 }

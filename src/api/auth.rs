@@ -25,7 +25,10 @@ impl Accounts {
     pub fn from_config(accounts: &[AccountConfig]) -> Result<Self, ConfigError> {
         let mut by_key_hash = HashMap::new();
         for a in accounts {
-            if by_key_hash.insert(a.key_hash()?, Arc::from(a.id.as_str())).is_some() {
+            if by_key_hash
+                .insert(a.key_hash()?, Arc::from(a.id.as_str()))
+                .is_some()
+            {
                 return Err(ConfigError::Invalid(format!(
                     "account {}: the same API key is used by another account",
                     a.id

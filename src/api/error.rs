@@ -62,7 +62,11 @@ impl ApiError {
 
     /// 404 `not_found`.
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("No such {what}."))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("No such {what}."),
+        )
     }
 
     /// 405 `method_not_allowed`.
@@ -102,7 +106,9 @@ impl From<EnqueueError> for ApiError {
                 ..Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "overloaded",
-                    format!("The gateway's queue is full ({backlog} messages waiting). Retry shortly."),
+                    format!(
+                        "The gateway's queue is full ({backlog} messages waiting). Retry shortly."
+                    ),
                 )
             },
             EnqueueError::Store(e) => e.into(),

@@ -146,7 +146,10 @@ pub async fn send(
     if let Some(first) = remembered(&state, &account, &key).await? {
         return Ok(first);
     }
-    let _claim = state.idempotency.claim(account.clone(), key.clone()).await?;
+    let _claim = state
+        .idempotency
+        .claim(account.clone(), key.clone())
+        .await?;
     // The first request may have finished while we waited for the claim.
     if let Some(first) = remembered(&state, &account, &key).await? {
         return Ok(first);
@@ -224,7 +227,11 @@ async fn accept(
         created_at: now,
     });
     state.queue.enqueue(vec![message], record).await?;
-    state.metrics.accepted.with_label_values(&[kind.as_str()]).inc();
+    state
+        .metrics
+        .accepted
+        .with_label_values(&[kind.as_str()])
+        .inc();
     Ok((
         StatusCode::ACCEPTED,
         [(header::CONTENT_TYPE, "application/json")],

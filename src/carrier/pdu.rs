@@ -91,7 +91,8 @@ pub fn submit_sms(
         .map_err(|e| PduError::Encode(e.to_string()))?;
     let source = address_for(&m.from);
     let dest = address_for(&m.to);
-    let source_addr = COctetString::<1, 21>::from_str(&source.addr).map_err(field("source_addr"))?;
+    let source_addr =
+        COctetString::<1, 21>::from_str(&source.addr).map_err(field("source_addr"))?;
     let destination_addr =
         COctetString::<1, 21>::from_str(&dest.addr).map_err(field("destination_addr"))?;
     let validity = EmptyOrFullCOctetString::<17>::from_str(&relative_validity(now, m.expires_at))
@@ -107,8 +108,8 @@ pub fn submit_sms(
                 field: "segment",
                 reason: format!("segment {i} out of range"),
             })?;
-            let short_message =
-                OctetString::<0, 255>::from_slice(&seg.short_message).map_err(field("short_message"))?;
+            let short_message = OctetString::<0, 255>::from_slice(&seg.short_message)
+                .map_err(field("short_message"))?;
             // Not EsmClass::default(): in rusmpp 0.4.0 that sets an ANSI-41 bit (0x08).
             let esm_class = EsmClass::from(if seg.udhi { 0x40 } else { 0x00 });
             let pdu = SubmitSm::builder()
@@ -146,7 +147,10 @@ mod tests {
     fn addresses_get_ton_npi_from_their_shape() {
         assert_eq!(address_for("ACME").ton, Ton::Alphanumeric);
         let intl = address_for("+447400123456");
-        assert_eq!((intl.ton, intl.npi, intl.addr.as_str()), (Ton::International, Npi::Isdn, "447400123456"));
+        assert_eq!(
+            (intl.ton, intl.npi, intl.addr.as_str()),
+            (Ton::International, Npi::Isdn, "447400123456")
+        );
         assert_eq!(address_for("12345").ton, Ton::NetworkSpecific);
         assert_eq!(address_for("447400123456").ton, Ton::International);
     }

@@ -128,7 +128,12 @@ impl Bind {
     }
 
     /// Serves one bound session until the link drops or the gateway stops.
-    async fn serve(&self, client: SmppClient, inbound: mpsc::Receiver<Command>, tasks: SessionTasks) {
+    async fn serve(
+        &self,
+        client: SmppClient,
+        inbound: mpsc::Receiver<Command>,
+        tasks: SessionTasks,
+    ) {
         let m = &self.shared.metrics;
         let labels = [&*self.carrier, self.label.as_str()];
         m.binds_total.with_label_values(&[&self.carrier]).inc();
@@ -193,7 +198,8 @@ impl Bind {
             let mut slot = Some(slot);
             for message in batch {
                 // One window slot per segment (capped at the window size).
-                let need = (message.pending_segments().count().max(1) as u32).min(self.config.window);
+                let need =
+                    (message.pending_segments().count().max(1) as u32).min(self.config.window);
                 let permits = match slot.take() {
                     Some(mut held) if need > 1 => match acquire(&window, need - 1, done).await {
                         Some(extra) => {
@@ -222,7 +228,12 @@ impl Bind {
     }
 
     async fn requeue(&self, message: &Message) {
-        if let Err(e) = self.shared.queue.apply(vec![(message.id, Transition::Requeue)]).await {
+        if let Err(e) = self
+            .shared
+            .queue
+            .apply(vec![(message.id, Transition::Requeue)])
+            .await
+        {
             tracing::error!(error = %e, id = %message.id, "cannot requeue message");
         }
     }
@@ -241,11 +252,12 @@ impl Bind {
         let throttle_pause = Duration::from_millis(self.config.throttle_pause_ms);
         async move {
             let slots = permits.num_permits() as i64;
-            let gauge = metrics.inflight.with_label_values(&[&*carrier, label.as_str()]);
+            let gauge = metrics
+                .inflight
+                .with_label_values(&[&*carrier, label.as_str()]);
             gauge.add(slots);
             let (transitions, verdict) =
-                submit_message(&client, &carrier, &message, slots as usize, &metrics)
-                    .await;
+                submit_message(&client, &carrier, &message, slots as usize, &metrics).await;
             if verdict.slow_down {
                 *pause_until.lock().await = Some(Instant::now() + throttle_pause);
             }
@@ -306,7 +318,11 @@ async fn read_inbound(
             }
             _ => {
                 tracing::debug!(%carrier, id = ?cmd.id(), "unsupported PDU from the SMSC");
-                client.respond(sequence_number, CommandStatus::EsmeRinvcmdid, Pdu::GenericNack);
+                client.respond(
+                    sequence_number,
+                    CommandStatus::EsmeRinvcmdid,
+                    Pdu::GenericNack,
+                );
             }
         }
     }

@@ -133,7 +133,10 @@ impl SmppClient {
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Command>>> {
-        self.shared.pending.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sends a request and waits for its response (any status).
@@ -259,12 +262,20 @@ async fn read_loop(
                 Some(tx) => {
                     let _ = tx.send(command);
                 }
-                None => tracing::debug!(?id, seq = command.sequence_number(), "response nobody waits for (late)"),
+                None => tracing::debug!(
+                    ?id,
+                    seq = command.sequence_number(),
+                    "response nobody waits for (late)"
+                ),
             }
             continue;
         }
         if matches!(command.pdu(), Some(Pdu::EnquireLink)) {
-            client.respond(command.sequence_number(), CommandStatus::EsmeRok, Pdu::EnquireLinkResp);
+            client.respond(
+                command.sequence_number(),
+                CommandStatus::EsmeRok,
+                Pdu::EnquireLinkResp,
+            );
             continue;
         }
         let stop = tokio::select! {

@@ -25,9 +25,8 @@ pub fn parse_recipient(to: &str) -> Result<Recipient, Refusal> {
             shorten(to)
         )));
     }
-    let number: PhoneNumber = phonenumber::parse(None, to).map_err(|_| {
-        Refusal::InvalidNumber(format!("'{}' is not a phone number.", shorten(to)))
-    })?;
+    let number: PhoneNumber = phonenumber::parse(None, to)
+        .map_err(|_| Refusal::InvalidNumber(format!("'{}' is not a phone number.", shorten(to))))?;
     if !number.is_valid() {
         return Err(Refusal::InvalidNumber(format!(
             "'{}' is not a valid number in its country's numbering plan.",
@@ -100,7 +99,14 @@ mod tests {
 
     #[test]
     fn garbage_and_invalid_ranges_are_refused() {
-        for n in ["+", "+abc", "+447700900123", "+1", "", "+99999999999999999999"] {
+        for n in [
+            "+",
+            "+abc",
+            "+447700900123",
+            "+1",
+            "",
+            "+99999999999999999999",
+        ] {
             assert!(
                 matches!(parse_recipient(n), Err(Refusal::InvalidNumber(_))),
                 "{n}"

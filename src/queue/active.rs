@@ -170,7 +170,9 @@ impl ActiveSet {
         let stale: Vec<Message> = self
             .messages
             .values()
-            .filter(|m| m.status == Status::Submitted && m.submitted_at.is_some_and(|at| at < cutoff))
+            .filter(|m| {
+                m.status == Status::Submitted && m.submitted_at.is_some_and(|at| at < cutoff)
+            })
             .cloned()
             .collect();
         stale.iter().for_each(|m| self.evict(m));

@@ -237,7 +237,10 @@ impl Queue {
         let carrier = m.carrier.as_deref().unwrap_or("none");
         let metrics = &self.metrics;
         let since = |from: chrono::DateTime<Utc>| {
-            (Utc::now() - from).to_std().unwrap_or_default().as_secs_f64()
+            (Utc::now() - from)
+                .to_std()
+                .unwrap_or_default()
+                .as_secs_f64()
         };
         match m.status {
             Status::Submitted => {

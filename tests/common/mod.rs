@@ -105,8 +105,10 @@ impl Harness {
             http,
             base,
         };
-        h.wait_until(Duration::from_secs(10), || async { h.gateway.binds_up() > 0 })
-            .await;
+        h.wait_until(Duration::from_secs(10), || async {
+            h.gateway.binds_up() > 0
+        })
+        .await;
         h
     }
 

@@ -39,7 +39,11 @@ impl GatewayProcess {
             .arg(&config)
             .args(["--http", &http.to_string()])
             .env("RUST_LOG", "warn")
-            .stdout(log.try_clone().map(Stdio::from).unwrap_or_else(|_| Stdio::null()))
+            .stdout(
+                log.try_clone()
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .stderr(log)
             .spawn()
             .expect("start smsgate");
@@ -63,7 +67,10 @@ impl GatewayProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("smsgate did not become healthy; see {}", self.config.with_extension("log").display());
+        panic!(
+            "smsgate did not become healthy; see {}",
+            self.config.with_extension("log").display()
+        );
     }
 
     /// kill -9: no shutdown path runs.

@@ -23,7 +23,13 @@ pub(crate) enum Space {
     IdempotencyByTime = 4,
 }
 
-const SPACES: [&str; 5] = ["messages", "active", "finished", "idempotency", "idempotency_by_time"];
+const SPACES: [&str; 5] = [
+    "messages",
+    "active",
+    "finished",
+    "idempotency",
+    "idempotency_by_time",
+];
 
 /// One write of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,11 +90,7 @@ impl Kv {
 
     /// Reads one value.
     pub(crate) fn get(&self, s: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .space(s)
-            .get(key)
-            .map_err(backend)?
-            .map(|v| v.to_vec()))
+        Ok(self.space(s).get(key).map_err(backend)?.map(|v| v.to_vec()))
     }
 
     /// Every key of a keyspace, in order.

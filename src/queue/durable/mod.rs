@@ -76,12 +76,7 @@ impl DurableStore {
     /// Opens the store in `config.path` and rebuilds the in-memory working set
     /// from it (blocking: call it off the async runtime).
     pub fn open(config: &StoreConfig, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
-        Self::open_at(
-            &config.path,
-            config.durability,
-            config.max_batch,
-            metrics,
-        )
+        Self::open_at(&config.path, config.durability, config.max_batch, metrics)
     }
 
     /// Opens the store in `path`.
@@ -142,7 +137,11 @@ impl DurableStore {
         if m.status.is_final() {
             writes.push(Write::Delete(Space::Active, key.clone()));
             let done = m.done_at.unwrap_or(m.created_at);
-            writes.push(Write::Put(Space::Finished, time_key(done, &key), Vec::new()));
+            writes.push(Write::Put(
+                Space::Finished,
+                time_key(done, &key),
+                Vec::new(),
+            ));
         }
     }
 
@@ -296,7 +295,11 @@ impl Store for DurableStore {
                 .compact_index(Space::Finished, Space::Messages, finished_before)
                 .await?;
             let m = self
-                .compact_index(Space::IdempotencyByTime, Space::Idempotency, idempotency_before)
+                .compact_index(
+                    Space::IdempotencyByTime,
+                    Space::Idempotency,
+                    idempotency_before,
+                )
                 .await?;
             removed += n + m;
             if n + m == 0 {
@@ -314,7 +317,9 @@ impl Store for DurableStore {
             committed(self.writer.submit(writes)).await?;
         }
         self.metrics.store_compacted.inc_by(removed as u64);
-        self.metrics.store_disk_bytes.set(self.kv.disk_space() as i64);
+        self.metrics
+            .store_disk_bytes
+            .set(self.kv.disk_space() as i64);
         Ok(removed)
     }
 
@@ -328,5 +333,113 @@ impl Store for DurableStore {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("close task failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Kind, Status};
+
+    fn message(text: &str) -> Message {
+        crate::message::sample(text, Kind::Marketing, 1)
+    }
+
+    fn open(dir: &Path) -> DurableStore {
+        DurableStore::open_at(dir, Durability::Fsync, 1024, Arc::new(Metrics::new()))
+            .expect("store opens")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_work_and_receipt_index_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (message("a"), message("b"));
+        {
+            let store = open(dir.path());
+            store
+                .append(vec![a.clone(), b.clone()], None)
+                .await
+                .unwrap();
+            let leased = store.lease(1).await.unwrap();
+            assert_eq!(leased[0].id, a.id);
+            store
+                .apply(vec![(
+                    a.id,
+                    Transition::SegmentAccepted {
+                        carrier: "c".into(),
+                        segment: 0,
+                        smsc_id: "ff01".into(),
+                        at: Utc::now(),
+                    },
+                )])
+                .await
+                .unwrap();
+            // No close(): as if the process died here.
+        }
+        let store = open(dir.path());
+        assert_eq!(store.depths().queued, [0, 0, 1], "b is queued again");
+        assert_eq!(
+            store.find_by_smsc_id("c", "ff01").await.unwrap(),
+            Some((a.id, 0))
+        );
+        assert_eq!(
+            store.get(a.id).await.unwrap().unwrap().status,
+            Status::Submitted
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compaction_removes_finished_messages_past_retention_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let (done, waiting) = (message("done"), message("waiting"));
+        store
+            .append(vec![done.clone(), waiting.clone()], None)
+            .await
+            .unwrap();
+        store
+            .apply(vec![(done.id, Transition::Expire { at: Utc::now() })])
+            .await
+            .unwrap();
+        let past = Utc::now() - chrono::Duration::days(1);
+        assert_eq!(store.compact(past, past, past).await.unwrap(), 0);
+        assert!(store.get(done.id).await.unwrap().is_some());
+        let future = Utc::now() + chrono::Duration::seconds(1);
+        assert_eq!(store.compact(future, past, past).await.unwrap(), 1);
+        assert!(
+            store.get(done.id).await.unwrap().is_none(),
+            "finished one removed"
+        );
+        assert!(
+            store.get(waiting.id).await.unwrap().is_some(),
+            "queued one kept"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idempotency_records_persist_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = IdempotencyRecord {
+            account: "a".into(),
+            key: "k1".into(),
+            status: 202,
+            body: b"{}".to_vec(),
+            created_at: Utc::now(),
+        };
+        {
+            let store = open(dir.path());
+            store
+                .append(vec![message("x")], Some(record.clone()))
+                .await
+                .unwrap();
+            store.close().await.unwrap();
+        }
+        let store = open(dir.path());
+        assert_eq!(store.idempotency("a", "k1").await.unwrap(), Some(record));
+        assert_eq!(store.idempotency("b", "k1").await.unwrap(), None);
+        let future = Utc::now() + chrono::Duration::seconds(1);
+        let past = Utc::now() - chrono::Duration::days(1);
+        assert_eq!(store.compact(past, future, past).await.unwrap(), 1);
+        assert_eq!(store.idempotency("a", "k1").await.unwrap(), None);
     }
 }

@@ -52,7 +52,9 @@ impl Writer {
             .as_ref()
             .map(|tx| tx.send(Job { writes, done }));
         if let Some(Err(mpsc::SendError(job))) = sent {
-            let _ = job.done.send(Err(StoreError::Backend("store writer stopped".into())));
+            let _ = job
+                .done
+                .send(Err(StoreError::Backend("store writer stopped".into())));
         }
         rx
     }
