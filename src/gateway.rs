@@ -26,10 +26,10 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The store could not be opened.
-    #[error("cannot open the store: {0}")]
+    #[error("cannot open the store")]
     Store(#[from] StoreError),
     /// The HTTP listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         /// Address tried.
         addr: SocketAddr,

@@ -53,7 +53,13 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 impl Kv {
     /// Opens (or creates) the database in `path`, replaying its journal.
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::builder(path).open().map_err(backend)?;
+        let db = Database::builder(path).open().map_err(|e| match e {
+            fjall::Error::Locked => StoreError::Backend(format!(
+                "{} is in use by another smsgate process",
+                path.display()
+            )),
+            e => backend(e),
+        })?;
         let spaces = SPACES
             .iter()
             .map(|name| db.keyspace(name, KeyspaceCreateOptions::default))
