@@ -214,6 +214,10 @@ pub struct AccountConfig {
     /// The API key in clear (for demos and tests only).
     #[serde(default)]
     pub api_key: Option<String>,
+    /// Sender ids and numbers this account owns: an MO keyword (STOP, START)
+    /// sent to one of them applies to this account.
+    #[serde(default)]
+    pub senders: Vec<String>,
 }
 
 impl AccountConfig {

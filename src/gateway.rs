@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Accounts, AppState};
 use crate::carrier::Carriers;
-use crate::compliance::Admission;
+use crate::compliance::{Admission, MoKeywords, Preferences};
 use crate::config::{Config, ConfigError, StoreBackend, StoreConfig};
 use crate::dlr;
 use crate::metrics::Metrics;
@@ -79,6 +79,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StartError> {
         let accounts = Arc::new(Accounts::from_config(&config.accounts)?);
+        let preferences = Arc::new(Preferences::load(store.clone()).await?);
         let queue = Queue::new(store, metrics.clone(), config.store.max_backlog);
         let housekeeping_stop = CancellationToken::new();
         let housekeeping = tokio::spawn(housekeeping(
@@ -91,10 +92,12 @@ impl Gateway {
         let scheduler = tokio::spawn(queue.clone().run_scheduler(scheduler_stop.clone()));
 
         let (inbound_tx, inbound_rx) = mpsc::channel(dlr::INBOUND_CAPACITY);
-        let dlr = dlr::spawn(queue.clone(), metrics.clone(), inbound_rx);
+        let keywords = Arc::new(MoKeywords::new(preferences.clone(), &config.accounts));
+        let dlr = dlr::spawn(queue.clone(), metrics.clone(), keywords, inbound_rx);
         let carriers = Carriers::start(
             &config.carriers,
             queue.clone(),
+            preferences.clone(),
             inbound_tx,
             metrics.clone(),
             Duration::from_secs(config.shutdown.grace_s),
@@ -102,7 +105,11 @@ impl Gateway {
 
         let state = AppState {
             accounts,
-            admission: Arc::new(Admission::new(config.messages.clone())),
+            admission: Arc::new(Admission::with_preferences(
+                config.messages.clone(),
+                preferences.clone(),
+            )),
+            preferences,
             queue: queue.clone(),
             metrics: metrics.clone(),
             binds_up: carriers.binds_up_handle(),

@@ -10,6 +10,7 @@ pub mod idempotency;
 mod json;
 pub mod messages;
 mod ops;
+mod preferences;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize};
@@ -20,7 +21,7 @@ use axum::middleware::map_response_with_state;
 use axum::response::Response;
 use axum::routing::{get, post};
 
-use crate::compliance::Admission;
+use crate::compliance::{Admission, Preferences};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 
@@ -34,6 +35,8 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     /// Admission checks.
     pub admission: Arc<Admission>,
+    /// Opt-out and consent lists.
+    pub preferences: Arc<Preferences>,
     /// Where accepted messages go.
     pub queue: Arc<Queue>,
     /// Metrics registry.
@@ -58,6 +61,18 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/messages", post(messages::send))
         .route("/v1/messages/{id}", get(messages::get))
+        .route(
+            "/v1/opt-outs/{e164}",
+            get(preferences::get_opt_out)
+                .put(preferences::put_opt_out)
+                .delete(preferences::delete_opt_out),
+        )
+        .route(
+            "/v1/consents/{e164}",
+            get(preferences::get_consent)
+                .put(preferences::put_consent)
+                .delete(preferences::delete_consent),
+        )
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

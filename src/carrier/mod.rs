@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CarrierConfig;
+use crate::message::{ErrorInfo, Message};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 
@@ -53,10 +54,27 @@ impl DeliverAck {
     }
 }
 
+/// The last word before a message goes out (e.g. the recipient opted out
+/// after it was accepted). Implemented by the compliance stage.
+pub trait SubmitGuard: Send + Sync {
+    /// `Some(error)` stops the message (status `failed` with that error).
+    fn refuse(&self, m: &Message) -> Option<ErrorInfo>;
+}
+
+/// A guard that lets everything through.
+pub struct AllowAll;
+
+impl SubmitGuard for AllowAll {
+    fn refuse(&self, _: &Message) -> Option<ErrorInfo> {
+        None
+    }
+}
+
 /// What every bind of every carrier shares.
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub queue: Arc<Queue>,
+    pub guard: Arc<dyn SubmitGuard>,
     pub inbound: mpsc::Sender<Inbound>,
     pub metrics: Arc<Metrics>,
     pub binds_up: Arc<AtomicUsize>,
@@ -78,6 +96,7 @@ impl Carriers {
     pub fn start(
         carriers: &[CarrierConfig],
         queue: Arc<Queue>,
+        guard: Arc<dyn SubmitGuard>,
         inbound: mpsc::Sender<Inbound>,
         metrics: Arc<Metrics>,
         grace: Duration,
@@ -86,6 +105,7 @@ impl Carriers {
         let stop = CancellationToken::new();
         let shared = Shared {
             queue,
+            guard,
             inbound,
             metrics,
             binds_up: binds_up.clone(),

@@ -197,6 +197,14 @@ impl Bind {
             };
             let mut slot = Some(slot);
             for message in batch {
+                if let Some(error) = self.shared.guard.refuse(&message) {
+                    let at = chrono::Utc::now();
+                    let fail = vec![(message.id, Transition::Fail { error, at })];
+                    if let Err(e) = self.shared.queue.apply(fail).await {
+                        tracing::error!(error = %e, id = %message.id, "cannot stop refused message");
+                    }
+                    continue;
+                }
                 // One window slot per segment (capped at the window size).
                 let need =
                     (message.pending_segments().count().max(1) as u32).min(self.config.window);

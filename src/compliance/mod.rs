@@ -4,7 +4,11 @@
 //! length; the per-country rule engine (opt-out, consent, quiet hours, …) plugs
 //! in here. First refusal wins, each with one stable code.
 
+pub mod keywords;
 pub mod number;
+pub mod preferences;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -12,7 +16,9 @@ use crate::config::MessagesConfig;
 use crate::encoding;
 use crate::message::{Kind, NewMessage};
 
+pub use keywords::MoKeywords;
 pub use number::{Recipient, parse_recipient};
+pub use preferences::Preferences;
 
 /// Why a message was refused at admission (HTTP 422). Each variant has one
 /// stable code ([`Refusal::code`]) and carries the human sentence.
@@ -24,6 +30,9 @@ pub enum Refusal {
     /// The number's country could not be determined or is not served.
     #[error("{0}")]
     UnsupportedCountry(String),
+    /// The recipient opted out of this account.
+    #[error("{0}")]
+    OptedOut(String),
     /// The sender id is malformed or not allowed.
     #[error("{0}")]
     SenderNotAllowed(String),
@@ -41,6 +50,7 @@ impl Refusal {
         match self {
             Refusal::InvalidNumber(_) => "invalid_number",
             Refusal::UnsupportedCountry(_) => "unsupported_country",
+            Refusal::OptedOut(_) => "opted_out",
             Refusal::SenderNotAllowed(_) => "sender_not_allowed",
             Refusal::TextTooLong(_) => "text_too_long",
             Refusal::ValidityInvalid(_) => "validity_invalid",
@@ -72,20 +82,39 @@ pub struct Submission {
 }
 
 /// The admission stage: turns a [`Submission`] into a [`NewMessage`] or a [`Refusal`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Admission {
     limits: MessagesConfig,
+    preferences: Option<Arc<Preferences>>,
 }
 
 impl Admission {
-    /// Admission with the configured limits.
+    /// Admission with the configured limits and no opt-out lists (benches, tests).
     pub fn new(limits: MessagesConfig) -> Self {
-        Self { limits }
+        Self {
+            limits,
+            preferences: None,
+        }
+    }
+
+    /// Admission that also refuses recipients who opted out.
+    pub fn with_preferences(limits: MessagesConfig, preferences: Arc<Preferences>) -> Self {
+        Self {
+            limits,
+            preferences: Some(preferences),
+        }
     }
 
     /// Runs every check in order; the first refusal wins.
     pub fn admit(&self, s: Submission, now: DateTime<Utc>) -> Result<NewMessage, Refusal> {
         let recipient = parse_recipient(&s.to)?;
+        if let Some(p) = &self.preferences
+            && p.is_opted_out(&s.account, &recipient.e164)
+        {
+            return Err(Refusal::OptedOut(
+                "The recipient opted out of this account's messages.".into(),
+            ));
+        }
         check_sender(&s.from)?;
         let expires_at = self.expiry(&s, now)?;
         let plan = encoding::plan(&s.text);

@@ -15,6 +15,7 @@ pub mod receipt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -38,6 +39,24 @@ pub const PARK_FOR: Duration = Duration::from_secs(10);
 /// How often parked receipts are retried when nothing else arrives.
 const PARK_RETRY: Duration = Duration::from_millis(100);
 
+/// An inbound (mobile-originated) message, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoMessage {
+    /// The handset's number as the SMSC gave it.
+    pub from: String,
+    /// Our number or sender it was sent to.
+    pub to: String,
+    /// Decoded text.
+    pub text: String,
+}
+
+/// What happens to inbound messages (keywords, later listings and webhooks).
+#[async_trait]
+pub trait MoHandler: Send + Sync {
+    /// Handles one MO message; returns once its effect is stored.
+    async fn handle(&self, carrier: &str, mo: MoMessage);
+}
+
 /// A receipt waiting for its SMSC id to be known.
 struct Parked {
     carrier: Arc<str>,
@@ -49,12 +68,18 @@ struct Parked {
 pub fn spawn(
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
+    mo: Arc<dyn MoHandler>,
     inbound: mpsc::Receiver<Inbound>,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(queue, metrics, inbound))
+    tokio::spawn(run(queue, metrics, mo, inbound))
 }
 
-async fn run(queue: Arc<Queue>, metrics: Arc<Metrics>, mut inbound: mpsc::Receiver<Inbound>) {
+async fn run(
+    queue: Arc<Queue>,
+    metrics: Arc<Metrics>,
+    mo: Arc<dyn MoHandler>,
+    mut inbound: mpsc::Receiver<Inbound>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut parked: Vec<Parked> = Vec::new();
     loop {
@@ -68,10 +93,16 @@ async fn run(queue: Arc<Queue>, metrics: Arc<Metrics>, mut inbound: mpsc::Receiv
         }
         let mut acks = Vec::with_capacity(batch.len());
         let mut receipts = std::mem::take(&mut parked);
+        let mut mos = Vec::new();
         for inbound in batch.drain(..) {
-            if let Some(p) = read(&metrics, inbound, &mut acks) {
-                receipts.push(p);
+            match read(&metrics, inbound, &mut acks) {
+                Some(Read::Receipt(p)) => receipts.push(p),
+                Some(Read::Mo(carrier, m)) => mos.push((carrier, m)),
+                None => {}
             }
+        }
+        for (carrier, m) in mos {
+            mo.handle(&carrier, m).await;
         }
         match match_and_apply(&queue, receipts).await {
             Ok(unmatched) => {
@@ -94,8 +125,14 @@ async fn run(queue: Arc<Queue>, metrics: Arc<Metrics>, mut inbound: mpsc::Receiv
     }
 }
 
-/// Takes the ack, counts the PDU, and returns the receipt it carries, if any.
-fn read(metrics: &Metrics, inbound: Inbound, acks: &mut Vec<DeliverAck>) -> Option<Parked> {
+/// What a deliver_sm carried.
+enum Read {
+    Receipt(Parked),
+    Mo(Arc<str>, MoMessage),
+}
+
+/// Takes the ack, counts the PDU, and returns the receipt or MO it carries.
+fn read(metrics: &Metrics, inbound: Inbound, acks: &mut Vec<DeliverAck>) -> Option<Read> {
     let Inbound {
         carrier,
         deliver_sm,
@@ -104,8 +141,8 @@ fn read(metrics: &Metrics, inbound: Inbound, acks: &mut Vec<DeliverAck>) -> Opti
     acks.push(ack);
     if !receipt::is_receipt(&deliver_sm) {
         metrics.mo_received.with_label_values(&[&carrier]).inc();
-        tracing::info!(%carrier, "inbound (MO) message received");
-        return None;
+        let mo = decode_mo(&deliver_sm);
+        return Some(Read::Mo(carrier, mo));
     }
     match receipt::parse_deliver_sm(&deliver_sm) {
         Ok(receipt) => {
@@ -113,17 +150,44 @@ fn read(metrics: &Metrics, inbound: Inbound, acks: &mut Vec<DeliverAck>) -> Opti
                 .receipts
                 .with_label_values(&[&carrier, receipt.state.as_stat()])
                 .inc();
-            Some(Parked {
+            Some(Read::Receipt(Parked {
                 carrier,
                 receipt,
                 since: Instant::now(),
-            })
+            }))
         }
         Err(e) => {
             metrics.dlr_unmatched.with_label_values(&[&carrier]).inc();
             tracing::warn!(%carrier, error = %e, "unparseable delivery receipt");
             None
         }
+    }
+}
+
+/// Decodes an MO deliver_sm: addresses, and the text by its data_coding
+/// (after the UDH when UDHI is set; the message_payload TLV when
+/// short_message is empty). Multipart MO reassembly comes with carrier profiles.
+fn decode_mo(d: &rusmpp::pdus::DeliverSm) -> MoMessage {
+    let mut body: &[u8] = d.short_message().as_ref();
+    let payload;
+    if body.is_empty() {
+        payload = d.tlvs().iter().find_map(|t| match t.value() {
+            Some(rusmpp::tlvs::TlvValue::MessagePayload(p)) => Some(p.value.as_ref().to_vec()),
+            _ => None,
+        });
+        if let Some(p) = &payload {
+            body = p;
+        }
+    }
+    if u8::from(d.esm_class) & 0x40 != 0
+        && let Some((_, rest, _)) = crate::encoding::split_udh(body)
+    {
+        body = rest;
+    }
+    MoMessage {
+        from: d.source_addr.to_string(),
+        to: d.destination_addr.to_string(),
+        text: crate::encoding::decode(u8::from(d.data_coding), body),
     }
 }
 

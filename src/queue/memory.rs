@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 
 use super::active::ActiveSet;
 use super::store::{
-    AppliedTransition, IdempotencyRecord, QueueDepths, Released, Store, StoreError,
+    AppliedTransition, IdempotencyRecord, Preference, PreferenceKind, QueueDepths, Released, Store,
+    StoreError,
 };
 use crate::message::{Message, MessageId, Transition};
 
@@ -20,6 +21,7 @@ pub struct MemoryStore {
     // spans an `.await`, so an async mutex would only add overhead.
     active: Mutex<ActiveSet>,
     idempotency: Mutex<HashMap<(String, String), IdempotencyRecord>>,
+    preferences: Mutex<HashMap<(PreferenceKind, String, String), Preference>>,
 }
 
 impl MemoryStore {
@@ -28,6 +30,7 @@ impl MemoryStore {
         Self {
             active: Mutex::new(ActiveSet::new(true)),
             idempotency: Mutex::new(HashMap::new()),
+            preferences: Mutex::new(HashMap::new()),
         }
     }
 
@@ -110,5 +113,26 @@ impl Store for MemoryStore {
 
     fn depths(&self) -> QueueDepths {
         self.lock().depths()
+    }
+
+    async fn save_preference(
+        &self,
+        kind: PreferenceKind,
+        account: &str,
+        e164: &str,
+        value: Option<Preference>,
+    ) -> Result<(), StoreError> {
+        let mut prefs = self.preferences.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (kind, account.to_owned(), e164.to_owned());
+        match value {
+            Some(p) => prefs.insert(key, p),
+            None => prefs.remove(&key),
+        };
+        Ok(())
+    }
+
+    async fn load_preferences(&self) -> Result<Vec<Preference>, StoreError> {
+        let prefs = self.preferences.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(prefs.values().cloned().collect())
     }
 }

@@ -22,7 +22,10 @@ use crate::metrics::Metrics;
 
 pub use durable::DurableStore;
 pub use memory::MemoryStore;
-pub use store::{AppliedTransition, IdempotencyRecord, QueueDepths, Store, StoreError};
+pub use store::{
+    AppliedTransition, IdempotencyRecord, Preference, PreferenceKind, QueueDepths, Store,
+    StoreError,
+};
 
 /// Longest a waiting bind or the scheduler sleeps without re-checking the store.
 const RECHECK: Duration = Duration::from_secs(1);

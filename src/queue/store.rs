@@ -54,6 +54,30 @@ pub struct IdempotencyRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// Which per-recipient preference list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum PreferenceKind {
+    /// The recipient opted out of the account's messages.
+    OptOut,
+    /// The recipient consented to the account's marketing.
+    Consent,
+}
+
+/// One recipient's opt-out or consent with an account.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Preference {
+    /// Opt-out or consent.
+    pub kind: PreferenceKind,
+    /// Account id.
+    pub account: String,
+    /// Recipient, E.164.
+    pub e164: String,
+    /// Since when.
+    pub since: DateTime<Utc>,
+    /// Where it came from: `api` or `mo_keyword`.
+    pub source: String,
+}
+
 /// A message after a transition, with what the transition did.
 pub type AppliedTransition = Option<(Message, Applied)>;
 
@@ -117,6 +141,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<usize, StoreError> {
         Ok(0)
     }
+
+    /// Records (`Some`) or removes (`None`) a recipient's preference; durable on return.
+    async fn save_preference(
+        &self,
+        kind: PreferenceKind,
+        account: &str,
+        e164: &str,
+        value: Option<Preference>,
+    ) -> Result<(), StoreError>;
+
+    /// Every stored preference (loaded into memory at start).
+    async fn load_preferences(&self) -> Result<Vec<Preference>, StoreError>;
 
     /// Flushes everything to disk before the process exits.
     async fn close(&self) -> Result<(), StoreError> {

@@ -21,14 +21,17 @@ pub(crate) enum Space {
     Idempotency = 3,
     /// created ms (BE) ++ account ++ 0 ++ key → (): idempotency keys in age order.
     IdempotencyByTime = 4,
+    /// kind byte ++ account ++ 0 ++ e164 → postcard(Preference): opt-outs and consents.
+    Preferences = 5,
 }
 
-const SPACES: [&str; 5] = [
+const SPACES: [&str; 6] = [
     "messages",
     "active",
     "finished",
     "idempotency",
     "idempotency_by_time",
+    "preferences",
 ];
 
 /// One write of a batch.
@@ -97,6 +100,14 @@ impl Kv {
     /// Reads one value.
     pub(crate) fn get(&self, s: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.space(s).get(key).map_err(backend)?.map(|v| v.to_vec()))
+    }
+
+    /// Every value of a keyspace, in key order.
+    pub(crate) fn values(&self, s: Space) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.space(s)
+            .iter()
+            .map(|g| g.into_inner().map(|(_, v)| v.to_vec()).map_err(backend))
+            .collect()
     }
 
     /// Every key of a keyspace, in order.

@@ -24,7 +24,8 @@ use chrono::{DateTime, Utc};
 
 use super::active::ActiveSet;
 use super::store::{
-    AppliedTransition, IdempotencyRecord, QueueDepths, Released, Store, StoreError,
+    AppliedTransition, IdempotencyRecord, Preference, PreferenceKind, QueueDepths, Released, Store,
+    StoreError,
 };
 use crate::config::{Durability, StoreConfig};
 use crate::message::{Applied, Message, MessageId, Transition};
@@ -64,6 +65,7 @@ fn time_key(at: DateTime<Utc>, rest: &[u8]) -> Vec<u8> {
     key
 }
 
+/// `account ++ 0 ++ key`: the key of per-account records.
 fn idempotency_key(account: &str, key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(account.len() + 1 + key.len());
     k.extend_from_slice(account.as_bytes());
@@ -321,6 +323,30 @@ impl Store for DurableStore {
             .store_disk_bytes
             .set(self.kv.disk_space() as i64);
         Ok(removed)
+    }
+
+    async fn save_preference(
+        &self,
+        kind: PreferenceKind,
+        account: &str,
+        e164: &str,
+        value: Option<Preference>,
+    ) -> Result<(), StoreError> {
+        let mut key = vec![kind as u8];
+        key.extend_from_slice(&idempotency_key(account, e164));
+        let write = match value {
+            Some(p) => Write::Put(Space::Preferences, key, encode(&p)),
+            None => Write::Delete(Space::Preferences, key),
+        };
+        committed(self.writer.submit(vec![write])).await
+    }
+
+    async fn load_preferences(&self) -> Result<Vec<Preference>, StoreError> {
+        self.read(|kv| kv.values(Space::Preferences))
+            .await?
+            .iter()
+            .map(|b| postcard::from_bytes(b).map_err(codec))
+            .collect()
     }
 
     async fn close(&self) -> Result<(), StoreError> {

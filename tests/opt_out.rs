@@ -1,0 +1,130 @@
+//! Opt-outs over the API and by STOP replies: an opted-out recipient gets
+//! nothing, not even what was queued before the STOP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, KEY, otp};
+use serde_json::{Value, json};
+use smsgate_loadtest::sim::{DelayDist, SimConfig};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn call(h: &Harness, method: reqwest::Method, key: &str, path: &str) -> (u16, Value) {
+    let resp = h
+        .http
+        .request(method, format!("{}{path}", h.base))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("HTTP");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn marketing(to: &str) -> Value {
+    json!({ "to": to, "from": "ACME", "text": "Sale! Reply STOP to opt out", "kind": "marketing" })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opted_out_recipient_is_refused_until_opted_back_in() {
+    let h = Harness::start(SimConfig::default()).await;
+    let path = "/v1/opt-outs/+447400111222";
+    assert_eq!(
+        call(&h, reqwest::Method::GET, KEY, path).await.1["opted_out"],
+        false
+    );
+    assert_eq!(call(&h, reqwest::Method::PUT, KEY, path).await.0, 204);
+    let (status, body) = call(&h, reqwest::Method::GET, KEY, path).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["opted_out"].clone(), body["source"].clone()),
+        (json!(true), json!("api"))
+    );
+
+    for kind in ["marketing", "transactional", "otp"] {
+        let (status, resp) = h
+            .send(json!({ "to": "+447400111222", "from": "ACME", "text": "hi", "kind": kind }))
+            .await;
+        assert_eq!(status, 422, "{kind}: {resp}");
+        assert_eq!(resp["error"]["code"], "opted_out");
+    }
+    // Another account's list is its own.
+    let (status, _) = h
+        .post_as(
+            "other-key",
+            "/v1/messages",
+            marketing("+447400111222").to_string(),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        call(&h, reqwest::Method::GET, "other-key", path).await.1["opted_out"],
+        false
+    );
+
+    assert_eq!(call(&h, reqwest::Method::DELETE, KEY, path).await.0, 204);
+    let (status, _) = h.send(marketing("+447400111222")).await;
+    assert_eq!(status, 202);
+    // A national-format number is not a valid key.
+    let (status, body) = call(&h, reqwest::Method::PUT, KEY, "/v1/opt-outs/07400111222").await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (422, json!("invalid_number"))
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_reply_opts_out_stops_queued_messages_and_start_opts_back_in() {
+    let h = Harness::start(SimConfig {
+        receipt_delay: DelayDist::Fixed(Duration::from_millis(20)),
+        ..SimConfig::default()
+    })
+    .await;
+    let path = "/v1/opt-outs/+447400333444";
+    // Accepted before the STOP, due after it.
+    let send_at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let mut queued = marketing("+447400333444");
+    queued["send_at"] = json!(send_at.to_rfc3339());
+    let queued_id = h.send_ok(queued).await;
+
+    h.sim
+        .inject_mo("smsgate", "447400333444", "ACME", "  Stop ")
+        .await
+        .expect("MO delivered and acknowledged");
+    let (_, body) = call(&h, reqwest::Method::GET, KEY, path).await;
+    assert_eq!(
+        (body["opted_out"].clone(), body["source"].clone()),
+        (json!(true), json!("mo_keyword")),
+        "the STOP is in force once the SMSC got its deliver_sm_resp"
+    );
+    let (status, resp) = h.send(marketing("+447400333444")).await;
+    assert_eq!(
+        (status, resp["error"]["code"].clone()),
+        (422, json!("opted_out"))
+    );
+
+    let m = h.wait_status(&queued_id, "failed", WAIT).await;
+    assert_eq!(m["error"]["code"], "opted_out");
+    assert!(
+        h.sim
+            .submits()
+            .iter()
+            .all(|s| s.destination_addr != "447400333444"),
+        "nothing reached the opted-out number"
+    );
+
+    h.sim
+        .inject_mo("smsgate", "447400333444", "ACME", "START")
+        .await
+        .expect("MO delivered");
+    assert_eq!(
+        call(&h, reqwest::Method::GET, KEY, path).await.1["opted_out"],
+        false
+    );
+    let id = h.send_ok(otp("+447400333444", "welcome back")).await;
+    h.wait_status(&id, "delivered", WAIT).await;
+    h.stop().await;
+}
