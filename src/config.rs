@@ -43,6 +43,9 @@ pub struct Config {
     /// Where messages and queues are kept.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Per-country rules.
+    #[serde(default)]
+    pub compliance: ComplianceConfig,
     /// Graceful shutdown.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
@@ -97,6 +100,22 @@ impl Default for MessagesConfig {
             marketing_validity_s: 24 * 3600,
             max_validity_s: 72 * 3600,
             max_segments: 10,
+        }
+    }
+}
+
+/// Per-country compliance rules.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComplianceConfig {
+    /// The countries file (reloaded on SIGHUP and `POST /admin/reload`).
+    pub countries: std::path::PathBuf,
+}
+
+impl Default for ComplianceConfig {
+    fn default() -> Self {
+        Self {
+            countries: "config/countries.toml".into(),
         }
     }
 }
@@ -214,6 +233,9 @@ pub struct AccountConfig {
     /// The API key in clear (for demos and tests only).
     #[serde(default)]
     pub api_key: Option<String>,
+    /// May call the `/admin/*` endpoints (e.g. rule reload).
+    #[serde(default)]
+    pub admin: bool,
     /// Sender ids and numbers this account owns: an MO keyword (STOP, START)
     /// sent to one of them applies to this account.
     #[serde(default)]

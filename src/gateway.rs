@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Accounts, AppState};
 use crate::carrier::Carriers;
-use crate::compliance::{Admission, MoKeywords, Preferences};
+use crate::compliance::{Admission, MoKeywords, Preferences, RuleBook, RulesError};
 use crate::config::{Config, ConfigError, StoreBackend, StoreConfig};
 use crate::dlr;
 use crate::metrics::Metrics;
@@ -25,6 +25,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The countries file is invalid.
+    #[error("cannot load the country rules")]
+    Rules(#[from] RulesError),
     /// The store could not be opened.
     #[error("cannot open the store")]
     Store(#[from] StoreError),
@@ -40,6 +43,8 @@ pub enum StartError {
 
 /// A running gateway.
 pub struct Gateway {
+    admission: Arc<Admission>,
+    countries_file: std::path::PathBuf,
     http_addr: SocketAddr,
     metrics: Arc<Metrics>,
     queue: Arc<Queue>,
@@ -79,6 +84,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StartError> {
         let accounts = Arc::new(Accounts::from_config(&config.accounts)?);
+        let rules = RuleBook::load(&config.compliance.countries)?;
         let preferences = Arc::new(Preferences::load(store.clone()).await?);
         let queue = Queue::new(store, metrics.clone(), config.store.max_backlog);
         let housekeeping_stop = CancellationToken::new();
@@ -103,12 +109,15 @@ impl Gateway {
             Duration::from_secs(config.shutdown.grace_s),
         );
 
+        let admission = Arc::new(Admission::with_rules(
+            config.messages.clone(),
+            rules,
+            preferences.clone(),
+        ));
         let state = AppState {
             accounts,
-            admission: Arc::new(Admission::with_preferences(
-                config.messages.clone(),
-                preferences.clone(),
-            )),
+            admission: admission.clone(),
+            countries_file: Arc::new(config.compliance.countries.clone()),
             preferences,
             queue: queue.clone(),
             metrics: metrics.clone(),
@@ -137,6 +146,8 @@ impl Gateway {
         });
         tracing::info!(%http_addr, "smsgate listening");
         Ok(Self {
+            admission,
+            countries_file: config.compliance.countries.clone(),
             http_addr,
             metrics,
             queue,
@@ -149,6 +160,15 @@ impl Gateway {
             housekeeping_stop,
             housekeeping,
         })
+    }
+
+    /// Re-reads the countries file; an invalid file is refused and the rules
+    /// in force stay.
+    pub fn reload_rules(&self) -> Result<(), RulesError> {
+        let rules = RuleBook::load(&self.countries_file)?;
+        self.admission.set_rules(rules);
+        tracing::info!(file = %self.countries_file.display(), "country rules reloaded");
+        Ok(())
     }
 
     /// Where the HTTP API listens.

@@ -15,6 +15,9 @@ use tracing_subscriber::EnvFilter;
 /// The example config, compiled in so `demo` runs from any directory.
 const EMBEDDED_CONFIG: &str = include_str!("../config/smsgate.toml");
 
+/// The shipped country rules, for a `demo` run outside the source tree.
+const EMBEDDED_COUNTRIES: &str = include_str!("../config/countries.toml");
+
 #[derive(Parser)]
 #[command(
     name = "smsgate",
@@ -59,7 +62,7 @@ async fn main() -> Result<()> {
             }
             init_logging(&config);
             let gateway = Gateway::start(config).await.context("starting smsgate")?;
-            wait_for_signal().await?;
+            wait_for_signal(&gateway).await?;
             gateway.shutdown().await;
         }
         Command::Demo { config, http } => {
@@ -73,6 +76,14 @@ async fn main() -> Result<()> {
                 config.http.listen = addr;
             }
             init_logging(&config);
+            if !config.compliance.countries.exists() {
+                std::fs::create_dir_all(&config.store.path)
+                    .context("creating the data directory")?;
+                let copy = config.store.path.join("countries.toml");
+                std::fs::write(&copy, EMBEDDED_COUNTRIES)
+                    .context("writing the built-in country rules")?;
+                config.compliance.countries = copy;
+            }
             let sim = Simulator::start(SimConfig {
                 credentials: config
                     .carriers
@@ -88,7 +99,7 @@ async fn main() -> Result<()> {
             }
             let gateway = Gateway::start(config).await.context("starting smsgate")?;
             print_demo_banner(gateway.http_addr(), sim.smpp_addr());
-            wait_for_signal().await?;
+            wait_for_signal(&gateway).await?;
             gateway.shutdown().await;
             sim.shutdown().await;
         }
@@ -112,21 +123,33 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// Waits for SIGINT (Ctrl-C) or SIGTERM.
-async fn wait_for_signal() -> Result<()> {
+/// Waits for SIGINT (Ctrl-C) or SIGTERM; SIGHUP reloads the country rules
+/// (an invalid file is refused and the old rules stay).
+async fn wait_for_signal(gateway: &Gateway) -> Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-            _ = term.recv() => {}
+        let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => { r.context("waiting for Ctrl-C")?; break; }
+                _ = term.recv() => break,
+                _ = hup.recv() => {
+                    if let Err(e) = gateway.reload_rules() {
+                        tracing::error!(error = %e, "country rules not reloaded; the old rules stay");
+                    }
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    {
+        let _ = gateway;
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+    }
     tracing::info!("shutting down");
     Ok(())
 }

@@ -255,3 +255,42 @@ async fn a_full_backlog_answers_503_overloaded_with_retry_after() {
     assert_eq!(status, 202);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_reload_refuses_a_bad_file_and_keeps_the_rules_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("countries.toml");
+    std::fs::copy("config/countries.toml", &file).unwrap();
+    let path = file.clone();
+    let h = common::Harness::start_with(SimConfig::default(), 1, 4, move |c| {
+        c.compliance.countries = path
+    })
+    .await;
+    let us_alpha = json!({ "to": "+12025550143", "from": "ACME", "text": "code 1", "kind": "otp" });
+    assert_eq!(
+        h.send(us_alpha.clone()).await.0,
+        422,
+        "no alphanumeric senders in the US"
+    );
+
+    std::fs::write(&file, "[countries.US\n").unwrap();
+    let (status, body) = h.post_as(KEY, "/admin/reload", String::new()).await;
+    assert_error(status, &body, 422, "rules_invalid");
+    assert_eq!(
+        h.send(us_alpha.clone()).await.0,
+        422,
+        "old rules still in force"
+    );
+
+    std::fs::write(
+        &file,
+        "[default]\n[countries.US]\nsender_types = [\"alphanumeric\", \"numeric\", \"shortcode\"]\n",
+    )
+    .unwrap();
+    let (status, body) = h.post_as("other-key", "/admin/reload", String::new()).await;
+    assert_error(status, &body, 403, "forbidden");
+    let (status, body) = h.post_as(KEY, "/admin/reload", String::new()).await;
+    assert_eq!((status, body["reloaded"].clone()), (200, json!(true)));
+    assert_eq!(h.send(us_alpha).await.0, 202, "new rules in force");
+    h.stop().await;
+}

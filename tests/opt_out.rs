@@ -23,8 +23,9 @@ async fn call(h: &Harness, method: reqwest::Method, key: &str, path: &str) -> (u
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-fn marketing(to: &str) -> Value {
-    json!({ "to": to, "from": "ACME", "text": "Sale! Reply STOP to opt out", "kind": "marketing" })
+/// A notification (GB marketing would also need consent; opt-outs stop every kind).
+fn notification(to: &str) -> Value {
+    json!({ "to": to, "from": "ACME", "text": "Your parcel is on its way. Reply STOP to opt out", "kind": "transactional" })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,7 +56,7 @@ async fn an_opted_out_recipient_is_refused_until_opted_back_in() {
         .post_as(
             "other-key",
             "/v1/messages",
-            marketing("+447400111222").to_string(),
+            notification("+447400111222").to_string(),
         )
         .await;
     assert_eq!(status, 202);
@@ -65,7 +66,7 @@ async fn an_opted_out_recipient_is_refused_until_opted_back_in() {
     );
 
     assert_eq!(call(&h, reqwest::Method::DELETE, KEY, path).await.0, 204);
-    let (status, _) = h.send(marketing("+447400111222")).await;
+    let (status, _) = h.send(notification("+447400111222")).await;
     assert_eq!(status, 202);
     // A national-format number is not a valid key.
     let (status, body) = call(&h, reqwest::Method::PUT, KEY, "/v1/opt-outs/07400111222").await;
@@ -86,7 +87,7 @@ async fn a_stop_reply_opts_out_stops_queued_messages_and_start_opts_back_in() {
     let path = "/v1/opt-outs/+447400333444";
     // Accepted before the STOP, due after it.
     let send_at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
-    let mut queued = marketing("+447400333444");
+    let mut queued = notification("+447400333444");
     queued["send_at"] = json!(send_at.to_rfc3339());
     let queued_id = h.send_ok(queued).await;
 
@@ -100,7 +101,7 @@ async fn a_stop_reply_opts_out_stops_queued_messages_and_start_opts_back_in() {
         (json!(true), json!("mo_keyword")),
         "the STOP is in force once the SMSC got its deliver_sm_resp"
     );
-    let (status, resp) = h.send(marketing("+447400333444")).await;
+    let (status, resp) = h.send(notification("+447400333444")).await;
     assert_eq!(
         (status, resp["error"]["code"].clone()),
         (422, json!("opted_out"))

@@ -18,13 +18,18 @@ use crate::config::{AccountConfig, ConfigError};
 #[derive(Clone, Debug, Default)]
 pub struct Accounts {
     by_key_hash: HashMap<[u8; 32], Arc<str>>,
+    admins: std::collections::HashSet<Arc<str>>,
 }
 
 impl Accounts {
     /// Builds the table from config.
     pub fn from_config(accounts: &[AccountConfig]) -> Result<Self, ConfigError> {
         let mut by_key_hash = HashMap::new();
+        let mut admins = std::collections::HashSet::new();
         for a in accounts {
+            if a.admin {
+                admins.insert(Arc::from(a.id.as_str()));
+            }
             if by_key_hash
                 .insert(a.key_hash()?, Arc::from(a.id.as_str()))
                 .is_some()
@@ -35,7 +40,10 @@ impl Accounts {
                 )));
             }
         }
-        Ok(Self { by_key_hash })
+        Ok(Self {
+            by_key_hash,
+            admins,
+        })
     }
 
     /// The account owning `key`, if any.
@@ -68,5 +76,23 @@ impl FromRequestParts<AppState> for Account {
             .authenticate(key)
             .map(Account)
             .ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// An authenticated admin account (an extractor): 401 without a valid key,
+/// 403 for a non-admin account.
+#[derive(Clone, Debug)]
+pub struct Admin(pub Arc<str>);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Account(id) = Account::from_request_parts(parts, state).await?;
+        if state.accounts.admins.contains(&id) {
+            Ok(Admin(id))
+        } else {
+            Err(ApiError::forbidden())
+        }
     }
 }

@@ -78,6 +78,20 @@ impl ApiError {
         )
     }
 
+    /// 403 `forbidden`.
+    pub fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "This endpoint needs an admin account's key.",
+        )
+    }
+
+    /// 422 `rules_invalid`: the countries file was refused; the old rules stay.
+    pub fn rules_invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "rules_invalid", message)
+    }
+
     /// 409 `idempotency_conflict`.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "idempotency_conflict", message)

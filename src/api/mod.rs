@@ -37,6 +37,8 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// Opt-out and consent lists.
     pub preferences: Arc<Preferences>,
+    /// The countries file, for `POST /admin/reload`.
+    pub countries_file: Arc<std::path::PathBuf>,
     /// Where accepted messages go.
     pub queue: Arc<Queue>,
     /// Metrics registry.
@@ -73,6 +75,7 @@ pub fn router(state: AppState) -> Router {
                 .put(preferences::put_consent)
                 .delete(preferences::delete_consent),
         )
+        .route("/admin/reload", post(ops::reload))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

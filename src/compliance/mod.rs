@@ -7,18 +7,22 @@
 pub mod keywords;
 pub mod number;
 pub mod preferences;
+pub mod quiet;
+pub mod rules;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 
 use crate::config::MessagesConfig;
 use crate::encoding;
 use crate::message::{Kind, NewMessage};
+use rules::{CountryRules, QuietAction, SenderType};
 
 pub use keywords::MoKeywords;
 pub use number::{Recipient, parse_recipient};
 pub use preferences::Preferences;
+pub use rules::{RuleBook, RulesError};
 
 /// Why a message was refused at admission (HTTP 422). Each variant has one
 /// stable code ([`Refusal::code`]) and carries the human sentence.
@@ -33,6 +37,18 @@ pub enum Refusal {
     /// The recipient opted out of this account.
     #[error("{0}")]
     OptedOut(String),
+    /// Marketing without recorded consent where the country requires it.
+    #[error("{0}")]
+    ConsentRequired(String),
+    /// The content matches a blocked pattern.
+    #[error("{0}")]
+    ContentBlocked(String),
+    /// Marketing lacks the opt-out wording the country requires.
+    #[error("{0}")]
+    OptOutTextMissing(String),
+    /// Outside the marketing window where the country says reject.
+    #[error("{0}")]
+    QuietHours(String),
     /// The sender id is malformed or not allowed.
     #[error("{0}")]
     SenderNotAllowed(String),
@@ -51,6 +67,10 @@ impl Refusal {
             Refusal::InvalidNumber(_) => "invalid_number",
             Refusal::UnsupportedCountry(_) => "unsupported_country",
             Refusal::OptedOut(_) => "opted_out",
+            Refusal::ConsentRequired(_) => "consent_required",
+            Refusal::ContentBlocked(_) => "content_blocked",
+            Refusal::OptOutTextMissing(_) => "opt_out_text_missing",
+            Refusal::QuietHours(_) => "quiet_hours",
             Refusal::SenderNotAllowed(_) => "sender_not_allowed",
             Refusal::TextTooLong(_) => "text_too_long",
             Refusal::ValidityInvalid(_) => "validity_invalid",
@@ -81,50 +101,92 @@ pub struct Submission {
     pub callback_url: Option<String>,
 }
 
-/// The admission stage: turns a [`Submission`] into a [`NewMessage`] or a [`Refusal`].
-#[derive(Clone)]
+/// The admission stage: turns a [`Submission`] into a [`NewMessage`] or a
+/// [`Refusal`]. Runs, in order: number → opt-out → consent → sender →
+/// content → quiet hours → length; the first refusal wins. OTP and
+/// transactional traffic skip the marketing-only rules.
 pub struct Admission {
     limits: MessagesConfig,
     preferences: Option<Arc<Preferences>>,
+    rules: RwLock<Arc<RuleBook>>,
 }
 
 impl Admission {
-    /// Admission with the configured limits and no opt-out lists (benches, tests).
+    /// Admission with the configured limits, no country rules and no opt-out
+    /// lists (benches, tests).
     pub fn new(limits: MessagesConfig) -> Self {
         Self {
             limits,
             preferences: None,
+            rules: RwLock::new(Arc::new(RuleBook::permissive())),
         }
     }
 
-    /// Admission that also refuses recipients who opted out.
-    pub fn with_preferences(limits: MessagesConfig, preferences: Arc<Preferences>) -> Self {
+    /// Admission with country rules and the opt-out/consent lists.
+    pub fn with_rules(
+        limits: MessagesConfig,
+        rules: RuleBook,
+        preferences: Arc<Preferences>,
+    ) -> Self {
         Self {
             limits,
             preferences: Some(preferences),
+            rules: RwLock::new(Arc::new(rules)),
         }
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<RuleBook> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the rules (after a successful reload).
+    pub fn set_rules(&self, rules: RuleBook) {
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
     }
 
     /// Runs every check in order; the first refusal wins.
     pub fn admit(&self, s: Submission, now: DateTime<Utc>) -> Result<NewMessage, Refusal> {
         let recipient = parse_recipient(&s.to)?;
-        if let Some(p) = &self.preferences
-            && p.is_opted_out(&s.account, &recipient.e164)
-        {
-            return Err(Refusal::OptedOut(
-                "The recipient opted out of this account's messages.".into(),
-            ));
+        let book = self.rules();
+        let rules = book.for_country(&recipient.country).ok_or_else(|| {
+            Refusal::UnsupportedCountry(format!(
+                "Messages to {} are not supported.",
+                recipient.country
+            ))
+        })?;
+        let marketing = s.kind == Kind::Marketing;
+        if let Some(p) = &self.preferences {
+            let otp_exempt = s.kind == Kind::Otp && rules.otp_ignores_opt_out;
+            if !otp_exempt && p.is_opted_out(&s.account, &recipient.e164) {
+                return Err(Refusal::OptedOut(
+                    "The recipient opted out of this account's messages.".into(),
+                ));
+            }
+            if marketing
+                && rules.marketing_requires_consent
+                && !p.has_consent(&s.account, &recipient.e164)
+            {
+                return Err(Refusal::ConsentRequired(format!(
+                    "Marketing to {} needs the recipient's recorded consent (PUT /v1/consents/{{e164}}).",
+                    recipient.country
+                )));
+            }
         }
         check_sender(&s.from)?;
-        let expires_at = self.expiry(&s, now)?;
-        let plan = encoding::plan(&s.text);
-        if plan.segments > self.limits.max_segments {
+        check_sender_rules(rules, &s.from, marketing, &recipient.country)?;
+        let text = check_content(rules, s.text, marketing, &recipient.country)?;
+        let send_at = quiet_hours(rules, s.send_at, marketing, now, &recipient.country)?;
+        let expires_at = self.expiry(s.kind, s.validity_s, send_at, now)?;
+        let plan = encoding::plan(&text);
+        let max_segments = self.limits.max_segments.min(rules.max_segments);
+        if plan.segments > max_segments {
             return Err(Refusal::TextTooLong(format!(
                 "The text needs {} segments ({} {} units); the limit is {}.",
                 plan.segments,
                 plan.units,
                 plan.encoding.as_str(),
-                self.limits.max_segments
+                max_segments
             )));
         }
         Ok(NewMessage {
@@ -132,34 +194,128 @@ impl Admission {
             to: recipient.e164,
             country: recipient.country,
             from: s.from,
-            text: s.text,
+            text,
             kind: s.kind,
             encoding: plan.encoding,
             segments: plan.segments,
             client_ref: s.client_ref,
             callback_url: s.callback_url,
-            send_at: s.send_at,
+            send_at,
             expires_at,
         })
     }
 
     /// The instant after which the message must not be submitted.
-    fn expiry(&self, s: &Submission, now: DateTime<Utc>) -> Result<DateTime<Utc>, Refusal> {
-        let default = match s.kind {
+    fn expiry(
+        &self,
+        kind: Kind,
+        validity_s: Option<u64>,
+        send_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, Refusal> {
+        let default = match kind {
             Kind::Otp => self.limits.otp_validity_s,
             Kind::Transactional => self.limits.transactional_validity_s,
             Kind::Marketing => self.limits.marketing_validity_s,
         };
-        let validity = s.validity_s.unwrap_or(default);
+        let validity = validity_s.unwrap_or(default);
         if validity == 0 || validity > self.limits.max_validity_s {
             return Err(Refusal::ValidityInvalid(format!(
                 "validity_s must be between 1 and {} seconds.",
                 self.limits.max_validity_s
             )));
         }
-        let start = s.send_at.filter(|at| *at > now).unwrap_or(now);
+        let start = send_at.filter(|at| *at > now).unwrap_or(now);
         let seconds = i64::try_from(validity).unwrap_or(i64::MAX);
         Ok(start + chrono::Duration::seconds(seconds))
+    }
+}
+
+/// The country's sender rules: allowed kinds, registered ids, marketing prefix.
+fn check_sender_rules(
+    rules: &CountryRules,
+    from: &str,
+    marketing: bool,
+    country: &str,
+) -> Result<(), Refusal> {
+    let kind = SenderType::of(from);
+    if !rules.sender_types.contains(&kind) {
+        return Err(Refusal::SenderNotAllowed(format!(
+            "{kind:?} senders are not allowed for {country}."
+        )));
+    }
+    if !rules.registered_senders.is_empty() && !rules.registered_senders.contains(from) {
+        return Err(Refusal::SenderNotAllowed(format!(
+            "'{from}' is not a registered sender for {country}."
+        )));
+    }
+    if marketing
+        && !rules.marketing_sender_prefix.is_empty()
+        && !from.starts_with(&rules.marketing_sender_prefix)
+    {
+        return Err(Refusal::SenderNotAllowed(format!(
+            "Marketing senders for {country} must start with '{}'.",
+            rules.marketing_sender_prefix
+        )));
+    }
+    Ok(())
+}
+
+/// Blocked patterns (every kind) and the opt-out wording (marketing): returns
+/// the text to send, with the opt-out text appended where the country says so.
+fn check_content(
+    rules: &CountryRules,
+    text: String,
+    marketing: bool,
+    country: &str,
+) -> Result<String, Refusal> {
+    if let Some(re) = rules.blocked_patterns.iter().find(|re| re.is_match(&text)) {
+        return Err(Refusal::ContentBlocked(format!(
+            "The text matches a pattern blocked for {country} ({}).",
+            re.as_str()
+        )));
+    }
+    if !marketing || rules.required_marketing_text.is_empty() {
+        return Ok(text);
+    }
+    let lower = text.to_lowercase();
+    if rules
+        .required_marketing_text
+        .iter()
+        .any(|t| lower.contains(t.as_str()))
+    {
+        Ok(text)
+    } else if rules.append_opt_out_text {
+        Ok(format!("{text} {}", rules.opt_out_text))
+    } else {
+        Err(Refusal::OptOutTextMissing(format!(
+            "Marketing to {country} must include one of: {}.",
+            rules.required_marketing_text.join(", ")
+        )))
+    }
+}
+
+/// Marketing outside the country's window is deferred (a `send_at` at the
+/// next allowed instant) or refused.
+fn quiet_hours(
+    rules: &CountryRules,
+    send_at: Option<DateTime<Utc>>,
+    marketing: bool,
+    now: DateTime<Utc>,
+    country: &str,
+) -> Result<Option<DateTime<Utc>>, Refusal> {
+    if !marketing {
+        return Ok(send_at);
+    }
+    let at = send_at.filter(|t| *t > now).unwrap_or(now);
+    match quiet::next_allowed(rules, at) {
+        None => Ok(send_at),
+        Some(next) => match (rules.quiet_hours_action, next) {
+            (QuietAction::Defer, Some(next)) => Ok(Some(next)),
+            (QuietAction::Reject, _) | (_, None) => Err(Refusal::QuietHours(format!(
+                "Marketing to {country} is not sent at this local time."
+            ))),
+        },
     }
 }
 

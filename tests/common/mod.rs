@@ -50,12 +50,17 @@ max_body_bytes = 65536
 [store]
 path = "{data}"
 
+[compliance]
+countries = "{countries}"
+
 [shutdown]
 grace_s = 2
 
 [[accounts]]
 id = "test"
 api_key = "{KEY}"
+admin = true
+senders = ["ACME"]
 
 [[accounts]]
 id = "other"
@@ -74,7 +79,8 @@ reconnect_min_ms = 50
 reconnect_max_ms = 500
 throttle_pause_ms = 20
 "#,
-        data = data.display()
+        data = data.display(),
+        countries = concat!(env!("CARGO_MANIFEST_DIR"), "/config/countries.toml"),
     )
 }
 
