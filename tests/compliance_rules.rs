@@ -40,6 +40,15 @@ fn submission(to: &str, from: &str, text: &str, kind: Kind) -> Submission {
     }
 }
 
+/// (what, submission, clock, expected: `Ok(Some(t))` deferred to t,
+/// `Ok(None)` sent now, `Err(code)` refused).
+type Case = (
+    &'static str,
+    Submission,
+    DateTime<Utc>,
+    Result<Option<DateTime<Utc>>, &'static str>,
+);
+
 const FR: &str = "+33612345678";
 const US: &str = "+12025550143";
 const CN: &str = "+8613800138000";
@@ -67,12 +76,7 @@ async fn rules_and_codes_per_country() {
     consent(US).await;
     let weekday_noon_utc = utc("2026-11-24T12:00:00Z"); // Tuesday
     // (what, submission, now, expected: Ok(Some(send_at)) deferred, Ok(None) now, Err(code))
-    let cases: Vec<(
-        &str,
-        Submission,
-        DateTime<Utc>,
-        Result<Option<DateTime<Utc>>, &str>,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             "FR marketing on Sunday → Monday 08:00 Paris",
             submission(FR, "ACME", "Soldes ! STOP au 36180", Kind::Marketing),
