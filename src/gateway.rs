@@ -98,7 +98,16 @@ impl Gateway {
         let scheduler = tokio::spawn(queue.clone().run_scheduler(scheduler_stop.clone()));
 
         let (inbound_tx, inbound_rx) = mpsc::channel(dlr::INBOUND_CAPACITY);
-        let keywords = Arc::new(MoKeywords::new(preferences.clone(), &config.accounts));
+        let admission = Arc::new(Admission::with_rules(
+            config.messages.clone(),
+            rules,
+            preferences.clone(),
+        ));
+        let keywords = Arc::new(MoKeywords::new(
+            preferences.clone(),
+            admission.clone(),
+            &config.accounts,
+        ));
         let dlr = dlr::spawn(queue.clone(), metrics.clone(), keywords, inbound_rx);
         let carriers = Carriers::start(
             &config.carriers,
@@ -109,11 +118,6 @@ impl Gateway {
             Duration::from_secs(config.shutdown.grace_s),
         );
 
-        let admission = Arc::new(Admission::with_rules(
-            config.messages.clone(),
-            rules,
-            preferences.clone(),
-        ));
         let state = AppState {
             accounts,
             admission: admission.clone(),

@@ -129,3 +129,25 @@ async fn a_stop_reply_opts_out_stops_queued_messages_and_start_opts_back_in() {
     h.wait_status(&id, "delivered", WAIT).await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_countrys_own_stop_word_opts_out_too() {
+    let h = Harness::start(SimConfig::default()).await;
+    h.sim
+        .inject_mo("smsgate", "33612345678", "ACME", "Arret")
+        .await
+        .expect("MO delivered");
+    let (_, body) = call(&h, reqwest::Method::GET, KEY, "/v1/opt-outs/+33612345678").await;
+    assert_eq!(
+        body["opted_out"], true,
+        "FR's ARRET is an opt-out word: {body}"
+    );
+    // The same word from a GB number is just a message.
+    h.sim
+        .inject_mo("smsgate", "447400555666", "ACME", "Arret")
+        .await
+        .expect("MO delivered");
+    let (_, body) = call(&h, reqwest::Method::GET, KEY, "/v1/opt-outs/+447400555666").await;
+    assert_eq!(body["opted_out"], false);
+    h.stop().await;
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::Utc;
 
+use super::Admission;
 use super::number::parse_recipient;
 use super::preferences::{Preferences, Source};
 use crate::config::AccountConfig;
@@ -28,10 +29,11 @@ pub enum Keyword {
     Start,
 }
 
-/// The keyword an MO text is, if it is one (the whole text, any case and spacing).
-pub fn keyword(text: &str) -> Option<Keyword> {
+/// The keyword an MO text is, if it is one (the whole text, any case and
+/// spacing); `national` adds a country's own opt-out words (upper-cased).
+pub fn keyword(text: &str, national: &[String]) -> Option<Keyword> {
     let word = text.trim().to_uppercase();
-    if OPT_OUT_WORDS.contains(&word.as_str()) {
+    if OPT_OUT_WORDS.contains(&word.as_str()) || national.contains(&word) {
         Some(Keyword::Stop)
     } else if OPT_IN_WORDS.contains(&word.as_str()) {
         Some(Keyword::Start)
@@ -43,6 +45,7 @@ pub fn keyword(text: &str) -> Option<Keyword> {
 /// Applies MO keywords to the preference lists.
 pub struct MoKeywords {
     preferences: Arc<Preferences>,
+    admission: Arc<Admission>,
     /// Sender id or number (as the SMSC quotes it, without `+`) → owning accounts.
     owners: HashMap<String, Vec<String>>,
     all_accounts: Vec<String>,
@@ -50,7 +53,11 @@ pub struct MoKeywords {
 
 impl MoKeywords {
     /// Keyword handling for the configured accounts and their senders.
-    pub fn new(preferences: Arc<Preferences>, accounts: &[AccountConfig]) -> Self {
+    pub fn new(
+        preferences: Arc<Preferences>,
+        admission: Arc<Admission>,
+        accounts: &[AccountConfig],
+    ) -> Self {
         let mut owners: HashMap<String, Vec<String>> = HashMap::new();
         for a in accounts {
             for s in &a.senders {
@@ -59,6 +66,7 @@ impl MoKeywords {
         }
         Self {
             preferences,
+            admission,
             owners,
             all_accounts: accounts.iter().map(|a| a.id.clone()).collect(),
         }
@@ -80,13 +88,18 @@ fn normalise(addr: &str) -> String {
 #[async_trait]
 impl MoHandler for MoKeywords {
     async fn handle(&self, carrier: &str, mo: MoMessage) {
-        let Some(kw) = keyword(&mo.text) else {
-            tracing::info!(%carrier, "MO message without a keyword");
-            return;
-        };
         let with_plus = format!("+{}", mo.from.trim_start_matches('+'));
         let Ok(sender) = parse_recipient(&with_plus) else {
-            tracing::warn!(%carrier, "MO keyword from an unparseable number; ignored");
+            tracing::warn!(%carrier, "MO from an unparseable number; ignored");
+            return;
+        };
+        let rules = self.admission.rules();
+        let national = rules
+            .for_country(&sender.country)
+            .map(|r| r.opt_out_keywords.as_slice())
+            .unwrap_or_default();
+        let Some(kw) = keyword(&mo.text, national) else {
+            tracing::info!(%carrier, "MO message without a keyword");
             return;
         };
         let now = Utc::now();
@@ -123,14 +136,20 @@ mod tests {
 
     #[test]
     fn keywords_are_whole_words_in_any_case_and_spacing() {
-        assert_eq!(keyword("STOP"), Some(Keyword::Stop));
-        assert_eq!(keyword("  stop \n"), Some(Keyword::Stop));
-        assert_eq!(keyword("Unsubscribe"), Some(Keyword::Stop));
-        assert_eq!(keyword("quit"), Some(Keyword::Stop));
-        assert_eq!(keyword("Start"), Some(Keyword::Start));
-        assert_eq!(keyword("unstop"), Some(Keyword::Start));
-        assert_eq!(keyword("please stop"), None);
-        assert_eq!(keyword("STOPS"), None);
-        assert_eq!(keyword(""), None);
+        let none: &[String] = &[];
+        assert_eq!(keyword("STOP", none), Some(Keyword::Stop));
+        assert_eq!(keyword("  stop \n", none), Some(Keyword::Stop));
+        assert_eq!(keyword("Unsubscribe", none), Some(Keyword::Stop));
+        assert_eq!(keyword("quit", none), Some(Keyword::Stop));
+        assert_eq!(keyword("Start", none), Some(Keyword::Start));
+        assert_eq!(keyword("unstop", none), Some(Keyword::Start));
+        assert_eq!(keyword("please stop", none), None);
+        assert_eq!(keyword("STOPS", none), None);
+        assert_eq!(keyword("", none), None);
+        assert_eq!(keyword("arret", none), None);
+        assert_eq!(
+            keyword(" Arret ", &["ARRET".to_owned()]),
+            Some(Keyword::Stop)
+        );
     }
 }
