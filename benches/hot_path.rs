@@ -5,10 +5,14 @@ use std::hint::black_box;
 
 use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
-use smsgate::compliance::{Admission, Submission, parse_recipient};
+use std::sync::Arc;
+
+use smsgate::compliance::preferences::Source;
+use smsgate::compliance::{Admission, Preferences, RuleBook, Submission, parse_recipient};
 use smsgate::config::MessagesConfig;
 use smsgate::encoding;
 use smsgate::message::Kind;
+use smsgate::queue::{MemoryStore, PreferenceKind};
 
 fn submission(text: &str) -> Submission {
     Submission {
@@ -24,8 +28,51 @@ fn submission(text: &str) -> Submission {
     }
 }
 
+fn fr_marketing_text() -> Submission {
+    Submission {
+        to: "+33612345678".into(),
+        kind: Kind::Marketing,
+        text: "Soldes ! Jusqu'à -50 % ce week-end. STOP au 36180".into(),
+        ..submission("")
+    }
+}
+
 fn hot_path(c: &mut Criterion) {
     let admission = Admission::new(MessagesConfig::default());
+    // The full pipeline with the shipped country rules and (empty) preference lists.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let prefs = Arc::new(
+        rt.block_on(Preferences::load(Arc::new(MemoryStore::new())))
+            .expect("preferences"),
+    );
+    // FR marketing needs consent: record it, so the pass goes through every rule.
+    rt.block_on(prefs.set(
+        PreferenceKind::Consent,
+        "bench",
+        "+33612345678",
+        Source::Api,
+        Utc::now(),
+    ))
+    .expect("consent");
+    let rules = RuleBook::load(std::path::Path::new("config/countries.toml")).expect("rules");
+    let full = Admission::with_rules(MessagesConfig::default(), rules, prefs);
+    let sanity = full.admit(
+        fr_marketing_text(),
+        "2026-11-24T11:00:00Z".parse().expect("time"),
+    );
+    assert!(
+        sanity.is_ok(),
+        "the benched FR marketing message is admitted: {sanity:?}"
+    );
+    let fr_marketing = fr_marketing_text;
+    // A Tuesday noon in Paris: inside the window, so the whole pipeline runs.
+    let tuesday_noon: chrono::DateTime<Utc> = "2026-11-24T11:00:00Z".parse().expect("time");
+    c.bench_function("admit_full_rules_gb_otp", |b| {
+        b.iter(|| full.admit(black_box(submission(otp)), tuesday_noon))
+    });
+    c.bench_function("admit_full_rules_fr_marketing", |b| {
+        b.iter(|| full.admit(black_box(fr_marketing()), tuesday_noon))
+    });
     let otp = "Your code is 123456. It expires in 5 minutes.";
     let cyrillic: String = "Привет мир! ".chars().cycle().take(210).collect();
 
