@@ -38,6 +38,7 @@ fn fr_marketing_text() -> Submission {
 }
 
 fn hot_path(c: &mut Criterion) {
+    let otp = "Your code is 123456. It expires in 5 minutes.";
     let admission = Admission::new(MessagesConfig::default());
     // The full pipeline with the shipped country rules and (empty) preference lists.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -73,7 +74,6 @@ fn hot_path(c: &mut Criterion) {
     c.bench_function("admit_full_rules_fr_marketing", |b| {
         b.iter(|| full.admit(black_box(fr_marketing()), tuesday_noon))
     });
-    let otp = "Your code is 123456. It expires in 5 minutes.";
     let cyrillic: String = "Привет мир! ".chars().cycle().take(210).collect();
 
     c.bench_function("parse_recipient", |b| {
