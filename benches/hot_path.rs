@@ -43,8 +43,11 @@ fn hot_path(c: &mut Criterion) {
     // The full pipeline with the shipped country rules and (empty) preference lists.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let prefs = Arc::new(
-        rt.block_on(Preferences::load(Arc::new(MemoryStore::new())))
-            .expect("preferences"),
+        rt.block_on(Preferences::load(
+            Arc::new(MemoryStore::new()),
+            Arc::new(smsgate::metrics::Metrics::new()),
+        ))
+        .expect("preferences"),
     );
     // FR marketing needs consent: record it, so the pass goes through every rule.
     rt.block_on(prefs.set(

@@ -236,10 +236,25 @@ pub struct AccountConfig {
     /// May call the `/admin/*` endpoints (e.g. rule reload).
     #[serde(default)]
     pub admin: bool,
+    /// Registered templates (India DLT): where a country requires them, the
+    /// text must match one; `{#var#}` matches up to 30 characters.
+    #[serde(default)]
+    pub templates: Vec<TemplateConfig>,
     /// Sender ids and numbers this account owns: an MO keyword (STOP, START)
     /// sent to one of them applies to this account.
     #[serde(default)]
     pub senders: Vec<String>,
+}
+
+/// One registered template.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateConfig {
+    /// The sender it is registered for (any sender of the account when absent).
+    #[serde(default)]
+    pub sender: Option<String>,
+    /// The template text with `{#var#}` placeholders.
+    pub text: String,
 }
 
 impl AccountConfig {

@@ -85,7 +85,7 @@ impl Gateway {
     ) -> Result<Self, StartError> {
         let accounts = Arc::new(Accounts::from_config(&config.accounts)?);
         let rules = RuleBook::load(&config.compliance.countries)?;
-        let preferences = Arc::new(Preferences::load(store.clone()).await?);
+        let preferences = Arc::new(Preferences::load(store.clone(), metrics.clone()).await?);
         let queue = Queue::new(store, metrics.clone(), config.store.max_backlog);
         let housekeeping_stop = CancellationToken::new();
         let housekeeping = tokio::spawn(housekeeping(
@@ -98,11 +98,10 @@ impl Gateway {
         let scheduler = tokio::spawn(queue.clone().run_scheduler(scheduler_stop.clone()));
 
         let (inbound_tx, inbound_rx) = mpsc::channel(dlr::INBOUND_CAPACITY);
-        let admission = Arc::new(Admission::with_rules(
-            config.messages.clone(),
-            rules,
-            preferences.clone(),
-        ));
+        let admission = Arc::new(
+            Admission::with_rules(config.messages.clone(), rules, preferences.clone())
+                .with_templates(&config.accounts)?,
+        );
         let keywords = Arc::new(MoKeywords::new(
             preferences.clone(),
             admission.clone(),

@@ -20,6 +20,12 @@ pub struct Metrics {
     pub accepted: IntCounterVec,
     /// Requests refused, by reason code.
     pub rejected: IntCounterVec,
+    /// Admission refusals by reason, country and kind.
+    pub refused: IntCounterVec,
+    /// Marketing deferred to the next allowed instant (quiet hours), by country.
+    pub deferred: IntCounterVec,
+    /// Opt-outs recorded, by source (`api`, `mo_keyword`).
+    pub optouts: IntCounterVec,
     /// Messages whose every segment the carrier accepted, by kind and carrier.
     pub submitted: IntCounterVec,
     /// Segments submitted (submit_sm answered OK), by carrier.
@@ -145,6 +151,21 @@ impl Metrics {
                 "smsgate_messages_rejected_total",
                 "Requests refused, by error code.",
                 &["reason"],
+            ),
+            refused: counter(
+                "smsgate_rejected_total",
+                "Admission refusals by reason, recipient country and kind.",
+                &["reason", "country", "kind"],
+            ),
+            deferred: counter(
+                "smsgate_deferred_total",
+                "Marketing deferred to the next allowed local time.",
+                &["country"],
+            ),
+            optouts: counter(
+                "smsgate_optouts_total",
+                "Opt-outs recorded, by source.",
+                &["source"],
             ),
             submitted: counter(
                 "smsgate_messages_submitted_total",

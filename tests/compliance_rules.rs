@@ -16,9 +16,12 @@ fn utc(s: &str) -> DateTime<Utc> {
 async fn admission() -> (Admission, Arc<Preferences>) {
     let rules = RuleBook::load(std::path::Path::new("config/countries.toml")).expect("valid file");
     let prefs = Arc::new(
-        Preferences::load(Arc::new(MemoryStore::new()))
-            .await
-            .expect("prefs"),
+        Preferences::load(
+            Arc::new(MemoryStore::new()),
+            Arc::new(smsgate::metrics::Metrics::new()),
+        )
+        .await
+        .expect("prefs"),
     );
     (
         Admission::with_rules(MessagesConfig::default(), rules, prefs.clone()),
@@ -183,4 +186,94 @@ async fn rules_and_codes_per_country() {
         Ok(m) => assert!(m.text.contains("退订"), "appended: {}", m.text),
         Err(r) => assert_eq!(r.code(), "opt_out_text_missing"),
     }
+}
+
+const IN: &str = "+919876543210";
+
+#[tokio::test]
+async fn india_needs_a_registered_template_for_the_sender() {
+    let (admission, _) = admission().await;
+    let config = smsgate::Config::parse(
+        r#"
+[[accounts]]
+id = "acme"
+api_key = "k"
+templates = [{ sender = "ACMEIN", text = "Your OTP is {#var#}. Do not share it." }]
+"#,
+    )
+    .expect("config");
+    let admission = admission
+        .with_templates(&config.accounts)
+        .expect("templates");
+    let at = utc("2026-11-24T06:00:00Z");
+    let otp = |from: &str, text: &str| submission(IN, from, text, Kind::Otp);
+    assert!(
+        admission
+            .admit(otp("ACMEIN", "Your OTP is 123456. Do not share it."), at)
+            .is_ok()
+    );
+    for (what, s) in [
+        ("other wording", otp("ACMEIN", "Your code: 123456")),
+        (
+            "other sender",
+            otp("OTHERS", "Your OTP is 123456. Do not share it."),
+        ),
+        (
+            "variable over 30 characters",
+            otp(
+                "ACMEIN",
+                &format!("Your OTP is {}. Do not share it.", "1".repeat(31)),
+            ),
+        ),
+    ] {
+        assert_eq!(
+            admission.admit(s, at).map_err(|r| r.code()).err(),
+            Some("template_not_registered"),
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn marketing_is_capped_per_recipient_per_local_day() {
+    let prefs = Arc::new(
+        Preferences::load(
+            Arc::new(MemoryStore::new()),
+            Arc::new(smsgate::metrics::Metrics::new()),
+        )
+        .await
+        .expect("prefs"),
+    );
+    let rules = RuleBook::parse(
+        "[default]\n[countries.GB]\ntimezones = [\"Europe/London\"]\nmarketing_max_per_day = 2\n",
+    )
+    .expect("rules");
+    let admission = Admission::with_rules(MessagesConfig::default(), rules, prefs);
+    let promo = || submission("+447400123456", "ACME", "Sale", Kind::Marketing);
+    let day1 = utc("2026-11-24T10:00:00Z");
+    assert!(admission.admit(promo(), day1).is_ok());
+    assert!(admission.admit(promo(), day1).is_ok());
+    assert_eq!(
+        admission.admit(promo(), day1).map_err(|r| r.code()).err(),
+        Some("frequency_capped")
+    );
+    // OTPs are not marketing; another recipient has their own count; a new day resets.
+    assert!(
+        admission
+            .admit(submission("+447400123456", "ACME", "code", Kind::Otp), day1)
+            .is_ok()
+    );
+    assert!(
+        admission
+            .admit(
+                submission("+447400123457", "ACME", "Sale", Kind::Marketing),
+                day1
+            )
+            .is_ok()
+    );
+    assert!(
+        admission
+            .admit(promo(), utc("2026-11-25T10:00:00Z"))
+            .is_ok()
+    );
 }

@@ -195,7 +195,8 @@ async fn accept(
     }
     let kind = req.kind.unwrap_or(Kind::Transactional);
     let now = Utc::now();
-    let new = state.admission.admit(
+    let asked_at = req.send_at;
+    let admitted = state.admission.admit(
         Submission {
             account: account.to_string(),
             to: req.to,
@@ -208,7 +209,26 @@ async fn accept(
             callback_url: req.callback_url,
         },
         now,
-    )?;
+    );
+    let new = match admitted {
+        Ok(new) => new,
+        Err(refused) => {
+            let country = refused.country.as_deref().unwrap_or("unknown");
+            state
+                .metrics
+                .refused
+                .with_label_values(&[refused.code(), country, kind.as_str()])
+                .inc();
+            return Err(refused.refusal.into());
+        }
+    };
+    if new.send_at != asked_at {
+        state
+            .metrics
+            .deferred
+            .with_label_values(&[new.country.as_str()])
+            .inc();
+    }
     let concat_ref = state.concat_ref.fetch_add(1, Ordering::Relaxed);
     let message = Message::new(new, now, concat_ref);
     let response = SendResponse {

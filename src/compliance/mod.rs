@@ -4,20 +4,24 @@
 //! length; the per-country rule engine (opt-out, consent, quiet hours, …) plugs
 //! in here. First refusal wins, each with one stable code.
 
+mod caps;
 pub mod keywords;
 pub mod number;
 pub mod preferences;
 pub mod quiet;
 pub mod rules;
+mod templates;
 
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 
-use crate::config::MessagesConfig;
+use crate::config::{AccountConfig, ConfigError, MessagesConfig};
 use crate::encoding;
 use crate::message::{Kind, NewMessage};
+use caps::FrequencyCaps;
 use rules::{CountryRules, QuietAction, SenderType};
+use templates::Templates;
 
 pub use keywords::MoKeywords;
 pub use number::{Recipient, parse_recipient};
@@ -49,6 +53,12 @@ pub enum Refusal {
     /// Outside the marketing window where the country says reject.
     #[error("{0}")]
     QuietHours(String),
+    /// The text matches none of the account's registered templates (India DLT).
+    #[error("{0}")]
+    TemplateNotRegistered(String),
+    /// The recipient already got the country's daily maximum of marketing.
+    #[error("{0}")]
+    FrequencyCapped(String),
     /// The sender id is malformed or not allowed.
     #[error("{0}")]
     SenderNotAllowed(String),
@@ -71,10 +81,30 @@ impl Refusal {
             Refusal::ContentBlocked(_) => "content_blocked",
             Refusal::OptOutTextMissing(_) => "opt_out_text_missing",
             Refusal::QuietHours(_) => "quiet_hours",
+            Refusal::TemplateNotRegistered(_) => "template_not_registered",
+            Refusal::FrequencyCapped(_) => "frequency_capped",
             Refusal::SenderNotAllowed(_) => "sender_not_allowed",
             Refusal::TextTooLong(_) => "text_too_long",
             Refusal::ValidityInvalid(_) => "validity_invalid",
         }
+    }
+}
+
+/// A refusal together with the recipient's country when it was known (for
+/// metrics by country).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{refusal}")]
+pub struct Refused {
+    /// Why.
+    pub refusal: Refusal,
+    /// ISO country of the recipient, when the number parsed.
+    pub country: Option<String>,
+}
+
+impl Refused {
+    /// The stable machine code.
+    pub fn code(&self) -> &'static str {
+        self.refusal.code()
     }
 }
 
@@ -109,6 +139,8 @@ pub struct Admission {
     limits: MessagesConfig,
     preferences: Option<Arc<Preferences>>,
     rules: RwLock<Arc<RuleBook>>,
+    templates: Templates,
+    caps: FrequencyCaps,
 }
 
 impl Admission {
@@ -119,6 +151,8 @@ impl Admission {
             limits,
             preferences: None,
             rules: RwLock::new(Arc::new(RuleBook::permissive())),
+            templates: Templates::default(),
+            caps: FrequencyCaps::default(),
         }
     }
 
@@ -132,7 +166,16 @@ impl Admission {
             limits,
             preferences: Some(preferences),
             rules: RwLock::new(Arc::new(rules)),
+            templates: Templates::default(),
+            caps: FrequencyCaps::default(),
         }
+    }
+
+    /// Adds the accounts' registered templates (checked where a country
+    /// requires them).
+    pub fn with_templates(mut self, accounts: &[AccountConfig]) -> Result<Self, ConfigError> {
+        self.templates = Templates::from_accounts(accounts)?;
+        Ok(self)
     }
 
     /// The rules in force.
@@ -146,8 +189,24 @@ impl Admission {
     }
 
     /// Runs every check in order; the first refusal wins.
-    pub fn admit(&self, s: Submission, now: DateTime<Utc>) -> Result<NewMessage, Refusal> {
-        let recipient = parse_recipient(&s.to)?;
+    pub fn admit(&self, s: Submission, now: DateTime<Utc>) -> Result<NewMessage, Refused> {
+        let recipient = parse_recipient(&s.to).map_err(|refusal| Refused {
+            refusal,
+            country: None,
+        })?;
+        let country = recipient.country.clone();
+        self.admit_to(s, recipient, now).map_err(|refusal| Refused {
+            refusal,
+            country: Some(country),
+        })
+    }
+
+    fn admit_to(
+        &self,
+        s: Submission,
+        recipient: Recipient,
+        now: DateTime<Utc>,
+    ) -> Result<NewMessage, Refusal> {
         let book = self.rules();
         let rules = book.for_country(&recipient.country).ok_or_else(|| {
             Refusal::UnsupportedCountry(format!(
@@ -175,8 +234,17 @@ impl Admission {
         }
         check_sender(&s.from)?;
         check_sender_rules(rules, &s.from, marketing, &recipient.country)?;
+        if rules.templates_required {
+            self.templates.check(&s.account, &s.from, &s.text)?;
+        }
         let text = check_content(rules, s.text, marketing, &recipient.country)?;
         let send_at = quiet_hours(rules, s.send_at, marketing, now, &recipient.country)?;
+        if marketing && rules.marketing_max_per_day > 0 {
+            let at = send_at.filter(|t| *t > now).unwrap_or(now);
+            self.caps
+                .take(&s.account, &recipient.e164, rules, at)
+                .map_err(Refusal::FrequencyCapped)?;
+        }
         let expires_at = self.expiry(s.kind, s.validity_s, send_at, now)?;
         let plan = encoding::plan(&text);
         let max_segments = self.limits.max_segments.min(rules.max_segments);

@@ -12,6 +12,7 @@ use dashmap::DashMap;
 
 use crate::carrier::SubmitGuard;
 use crate::message::{ErrorInfo, Message};
+use crate::metrics::Metrics;
 use crate::queue::{Preference, PreferenceKind, Store, StoreError};
 
 /// Where a preference change came from.
@@ -36,17 +37,22 @@ impl Source {
 /// The opt-out and consent lists of every account.
 pub struct Preferences {
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
     entries: DashMap<(PreferenceKind, Arc<str>, String), Preference>,
 }
 
 impl Preferences {
     /// Loads every stored preference.
-    pub async fn load(store: Arc<dyn Store>) -> Result<Self, StoreError> {
+    pub async fn load(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         let entries = DashMap::new();
         for p in store.load_preferences().await? {
             entries.insert((p.kind, Arc::from(p.account.as_str()), p.e164.clone()), p);
         }
-        Ok(Self { store, entries })
+        Ok(Self {
+            store,
+            metrics,
+            entries,
+        })
     }
 
     /// The recipient's preference of this kind with this account.
@@ -92,6 +98,12 @@ impl Preferences {
             .await?;
         self.entries
             .insert((kind, Arc::from(account), e164.to_owned()), p);
+        if kind == PreferenceKind::OptOut {
+            self.metrics
+                .optouts
+                .with_label_values(&[source.as_str()])
+                .inc();
+        }
         Ok(())
     }
 
