@@ -23,7 +23,7 @@ use axum::routing::{get, post};
 
 use crate::compliance::{Admission, Preferences};
 use crate::metrics::Metrics;
-use crate::queue::Queue;
+use crate::queue::{PreferenceKind, Queue};
 
 pub use auth::Accounts;
 pub use error::ApiError;
@@ -65,15 +65,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages/{id}", get(messages::get))
         .route(
             "/v1/opt-outs/{e164}",
-            get(preferences::get_opt_out)
-                .put(preferences::put_opt_out)
-                .delete(preferences::delete_opt_out),
+            preferences::routes(PreferenceKind::OptOut),
         )
         .route(
             "/v1/consents/{e164}",
-            get(preferences::get_consent)
-                .put(preferences::put_consent)
-                .delete(preferences::delete_consent),
+            preferences::routes(PreferenceKind::Consent),
         )
         .route("/admin/reload", post(ops::reload))
         .route("/metrics", get(ops::metrics))

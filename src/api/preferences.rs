@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::routing::{MethodRouter, get};
 use chrono::Utc;
 use serde_json::{Value, json};
 
@@ -56,56 +57,24 @@ fn show(
     }))
 }
 
-/// `PUT /v1/opt-outs/{e164}`.
-pub async fn put_opt_out(
-    State(state): State<AppState>,
-    Account(account): Account,
-    Path(e164): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    put(&state, &account, PreferenceKind::OptOut, &e164).await
-}
-
-/// `DELETE /v1/opt-outs/{e164}`.
-pub async fn delete_opt_out(
-    State(state): State<AppState>,
-    Account(account): Account,
-    Path(e164): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    delete(&state, &account, PreferenceKind::OptOut, &e164).await
-}
-
-/// `GET /v1/opt-outs/{e164}`.
-pub async fn get_opt_out(
-    State(state): State<AppState>,
-    Account(account): Account,
-    Path(e164): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    show(&state, &account, PreferenceKind::OptOut, &e164)
-}
-
-/// `PUT /v1/consents/{e164}`.
-pub async fn put_consent(
-    State(state): State<AppState>,
-    Account(account): Account,
-    Path(e164): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    put(&state, &account, PreferenceKind::Consent, &e164).await
-}
-
-/// `DELETE /v1/consents/{e164}`.
-pub async fn delete_consent(
-    State(state): State<AppState>,
-    Account(account): Account,
-    Path(e164): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    delete(&state, &account, PreferenceKind::Consent, &e164).await
-}
-
-/// `GET /v1/consents/{e164}`.
-pub async fn get_consent(
-    State(state): State<AppState>,
-    Account(account): Account,
-    Path(e164): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    show(&state, &account, PreferenceKind::Consent, &e164)
+/// The `GET`/`PUT`/`DELETE` routes of one preference list
+/// (`/v1/opt-outs/{e164}` or `/v1/consents/{e164}`).
+pub fn routes(kind: PreferenceKind) -> MethodRouter<AppState> {
+    get(
+        move |State(state): State<AppState>,
+              Account(account): Account,
+              Path(e164): Path<String>| async move { show(&state, &account, kind, &e164) },
+    )
+    .put(
+        move |State(state): State<AppState>,
+              Account(account): Account,
+              Path(e164): Path<String>| async move { put(&state, &account, kind, &e164).await },
+    )
+    .delete(
+        move |State(state): State<AppState>,
+              Account(account): Account,
+              Path(e164): Path<String>| async move {
+            delete(&state, &account, kind, &e164).await
+        },
+    )
 }
