@@ -8,6 +8,7 @@ use rusmpp::pdus::SubmitSm;
 use rusmpp::types::{COctetString, EmptyOrFullCOctetString, OctetString};
 use rusmpp::values::{DataCoding, EsmClass, Npi, RegisteredDelivery, Ton};
 
+use crate::compliance::rules::SenderType;
 use crate::encoding::{self, EncodedSegment, Encoding};
 use crate::message::Message;
 
@@ -38,29 +39,26 @@ pub struct Address {
     pub addr: String,
 }
 
-/// TON/NPI chosen from the address's shape: alphanumeric 5/0, international
-/// (`+` or more than 8 digits) 1/1, short code 3/0.
+/// TON/NPI chosen from the address's shape (the same classification the
+/// country rules use): alphanumeric 5/0, international 1/1, short code 3/0.
 pub fn address_for(addr: &str) -> Address {
     let digits = addr.strip_prefix('+').unwrap_or(addr);
-    let all_digits = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
-    if !all_digits {
-        Address {
+    match SenderType::of(addr) {
+        SenderType::Alphanumeric => Address {
             ton: Ton::Alphanumeric,
             npi: Npi::Unknown,
             addr: addr.to_owned(),
-        }
-    } else if addr.starts_with('+') || digits.len() > 8 {
-        Address {
+        },
+        SenderType::Numeric => Address {
             ton: Ton::International,
             npi: Npi::Isdn,
             addr: digits.to_owned(),
-        }
-    } else {
-        Address {
+        },
+        SenderType::Shortcode => Address {
             ton: Ton::NetworkSpecific,
             npi: Npi::Unknown,
             addr: digits.to_owned(),
-        }
+        },
     }
 }
 

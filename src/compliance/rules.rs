@@ -50,7 +50,7 @@ impl SenderType {
     /// The type of a sender id (already checked for format).
     pub fn of(sender: &str) -> Self {
         let digits = sender.strip_prefix('+').unwrap_or(sender);
-        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             SenderType::Alphanumeric
         } else if sender.starts_with('+') || digits.len() > 8 {
             SenderType::Numeric

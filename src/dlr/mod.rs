@@ -164,30 +164,13 @@ fn read(metrics: &Metrics, inbound: Inbound, acks: &mut Vec<DeliverAck>) -> Opti
     }
 }
 
-/// Decodes an MO deliver_sm: addresses, and the text by its data_coding
-/// (after the UDH when UDHI is set; the message_payload TLV when
-/// short_message is empty). Multipart MO reassembly comes with carrier profiles.
+/// Decodes an MO deliver_sm: addresses, and the text by its data_coding.
+/// Multipart MO reassembly comes with carrier profiles.
 fn decode_mo(d: &rusmpp::pdus::DeliverSm) -> MoMessage {
-    let mut body: &[u8] = d.short_message().as_ref();
-    let payload;
-    if body.is_empty() {
-        payload = d.tlvs().iter().find_map(|t| match t.value() {
-            Some(rusmpp::tlvs::TlvValue::MessagePayload(p)) => Some(p.value.as_ref().to_vec()),
-            _ => None,
-        });
-        if let Some(p) = &payload {
-            body = p;
-        }
-    }
-    if u8::from(d.esm_class) & 0x40 != 0
-        && let Some((_, rest, _)) = crate::encoding::split_udh(body)
-    {
-        body = rest;
-    }
     MoMessage {
         from: d.source_addr.to_string(),
         to: d.destination_addr.to_string(),
-        text: crate::encoding::decode(u8::from(d.data_coding), body),
+        text: crate::encoding::decode(u8::from(d.data_coding), receipt::user_data(d)),
     }
 }
 

@@ -172,7 +172,6 @@ pub fn parse_deliver_sm(d: &DeliverSm) -> Result<Receipt, ReceiptError> {
     let mut tlv_id = None;
     let mut tlv_state = None;
     let mut tlv_error = None;
-    let mut payload: &[u8] = &[];
     for tlv in d.tlvs() {
         match tlv.value() {
             Some(TlvValue::ReceiptedMessageId(id)) => {
@@ -182,22 +181,11 @@ pub fn parse_deliver_sm(d: &DeliverSm) -> Result<Receipt, ReceiptError> {
                 tlv_state = Some(ReceiptState::from_message_state(*state));
             }
             Some(TlvValue::NetworkErrorCode(code)) => tlv_error = network_error(code),
-            Some(TlvValue::MessagePayload(p)) => payload = &p.value,
             _ => {}
         }
     }
 
-    let mut body: &[u8] = d.short_message();
-    if body.is_empty() {
-        body = payload;
-    }
-    // A receipt with a UDH is odd but legal; the text starts after it.
-    if u8::from(d.esm_class) & UDHI != 0
-        && let Some((_, rest, _)) = encoding::split_udh(body)
-    {
-        body = rest;
-    }
-    let text = receipt_text(u8::from(d.data_coding), body);
+    let text = receipt_text(u8::from(d.data_coding), user_data(d));
     let fields = scan(&text);
 
     let smsc_message_id = tlv_id
@@ -215,6 +203,27 @@ pub fn parse_deliver_sm(d: &DeliverSm) -> Result<Receipt, ReceiptError> {
         submit_date: fields.submit_date.map(str::to_owned),
         done_date: fields.done_date.map(str::to_owned),
     })
+}
+
+/// The user data of a deliver_sm: short_message, or the message_payload TLV
+/// when short_message is empty, after any UDH (a UDH in a receipt is odd but
+/// legal; MO messages carry one when concatenated).
+pub fn user_data(d: &DeliverSm) -> &[u8] {
+    let mut body: &[u8] = d.short_message();
+    if body.is_empty()
+        && let Some(payload) = d.tlvs().iter().find_map(|t| match t.value() {
+            Some(TlvValue::MessagePayload(p)) => Some(p.value.as_ref()),
+            _ => None,
+        })
+    {
+        body = payload;
+    }
+    if u8::from(d.esm_class) & UDHI != 0
+        && let Some((_, rest, _)) = encoding::split_udh(body)
+    {
+        body = rest;
+    }
+    body
 }
 
 /// Parses a receipt text (`id:… sub:… dlvrd:… submit date:… done date:… stat:… err:… text:…`).

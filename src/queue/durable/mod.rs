@@ -66,7 +66,7 @@ fn time_key(at: DateTime<Utc>, rest: &[u8]) -> Vec<u8> {
 }
 
 /// `account ++ 0 ++ key`: the key of per-account records.
-fn idempotency_key(account: &str, key: &str) -> Vec<u8> {
+fn account_key(account: &str, key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(account.len() + 1 + key.len());
     k.extend_from_slice(account.as_bytes());
     k.push(0);
@@ -186,7 +186,7 @@ impl Store for DurableStore {
             writes.push(Write::Put(Space::Active, key, Vec::new()));
         }
         if let Some(r) = &idempotency {
-            let key = idempotency_key(&r.account, &r.key);
+            let key = account_key(&r.account, &r.key);
             writes.push(Write::Put(
                 Space::IdempotencyByTime,
                 time_key(r.created_at, &key),
@@ -206,7 +206,7 @@ impl Store for DurableStore {
         account: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let k = idempotency_key(account, key);
+        let k = account_key(account, key);
         let bytes = self.read(move |kv| kv.get(Space::Idempotency, &k)).await?;
         bytes
             .map(|b| postcard::from_bytes(&b).map_err(codec))
@@ -333,7 +333,7 @@ impl Store for DurableStore {
         value: Option<Preference>,
     ) -> Result<(), StoreError> {
         let mut key = vec![kind as u8];
-        key.extend_from_slice(&idempotency_key(account, e164));
+        key.extend_from_slice(&account_key(account, e164));
         let write = match value {
             Some(p) => Write::Put(Space::Preferences, key, encode(&p)),
             None => Write::Delete(Space::Preferences, key),
