@@ -16,7 +16,7 @@ use rusmpp::values::{InterfaceVersion, Npi, Ton};
 use rusmpp::{Command, CommandStatus, Pdu};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,21 @@ enum BindError {
     Credentials(String),
     #[error(transparent)]
     Smpp(#[from] SmppError),
+}
+
+/// When a throttled bind may send again. A std mutex: two tiny critical
+/// sections per message, never held across an `.await`.
+#[derive(Default)]
+struct Pause(std::sync::Mutex<Option<Instant>>);
+
+impl Pause {
+    fn get(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, until: Instant) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+    }
 }
 
 /// A bind field from config, checked against its SMPP length limit.
@@ -177,11 +192,11 @@ impl Bind {
     /// task per message. Returns the tasks still running when `done` fires.
     async fn dispatch(&self, client: &SmppClient, done: &CancellationToken) -> JoinSet<()> {
         let window = Arc::new(Semaphore::new(self.config.window as usize));
-        let pause_until: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+        let pause_until: Arc<Pause> = Arc::default();
         let mut inflight = JoinSet::new();
         loop {
             while inflight.try_join_next().is_some() {}
-            let pause = *pause_until.lock().await;
+            let pause = pause_until.get();
             if let Some(until) = pause {
                 tokio::select! {
                     _ = tokio::time::sleep_until(until) => {}
@@ -251,7 +266,7 @@ impl Bind {
         client: SmppClient,
         message: Message,
         permits: OwnedSemaphorePermit,
-        pause_until: Arc<Mutex<Option<Instant>>>,
+        pause_until: Arc<Pause>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let carrier = self.carrier.clone();
         let label = self.label.clone();
@@ -267,7 +282,7 @@ impl Bind {
             let (transitions, verdict) =
                 submit_message(&client, &carrier, &message, slots as usize, &metrics).await;
             if verdict.slow_down {
-                *pause_until.lock().await = Some(Instant::now() + throttle_pause);
+                pause_until.set(Instant::now() + throttle_pause);
             }
             // Keep the window slots until the outcome is stored: after a crash at
             // most `window` accepted-but-unrecorded submits can be sent twice.
