@@ -25,6 +25,7 @@ fn submission(text: &str) -> Submission {
         send_at: None,
         client_ref: None,
         callback_url: None,
+        keyword_reply: false,
     }
 }
 

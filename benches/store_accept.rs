@@ -35,6 +35,7 @@ fn message(n: usize) -> Message {
             callback_url: None,
             send_at: None,
             expires_at: now + chrono::Duration::minutes(5),
+            opt_out_exempt: false,
         },
         now,
         (n % 256) as u8,

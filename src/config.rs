@@ -55,6 +55,65 @@ pub struct Config {
     /// SMPP carriers (SMSCs) to send through.
     #[serde(default)]
     pub carriers: Vec<CarrierConfig>,
+    /// Which carriers take which messages (first match by specificity);
+    /// without a match, every carrier in the order listed.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Queue scheduling: memory window, retries.
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+}
+
+/// One routing rule: the messages it matches go to `carriers`, the first
+/// available one first (failover down the list).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Recipient country (ISO alpha-2).
+    #[serde(default)]
+    pub country: Option<String>,
+    /// Recipient number prefix in E.164 (`+4474`); the longest matching prefix wins.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Message kind.
+    #[serde(default)]
+    pub kind: Option<crate::message::Kind>,
+    /// Sending account id.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Carrier names, in order of preference.
+    pub carriers: Vec<String>,
+}
+
+/// How the queue schedules and retries.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Ready messages held in memory per account and kind; the rest wait in
+    /// the store and are paged in as the window drains.
+    pub window_per_queue: usize,
+    /// Messages read from the store per page.
+    pub page_size: usize,
+    /// Attempts a message gets for transient carrier errors (timeouts,
+    /// errors listed as `retry`) before it fails. Throttling, full queues and
+    /// lost connections do not count.
+    pub max_attempts: u32,
+    /// First retry delay after a transient error, in milliseconds (doubling).
+    pub retry_base_ms: u64,
+    /// Longest retry delay in milliseconds.
+    pub retry_max_ms: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            window_per_queue: 2048,
+            page_size: 512,
+            max_attempts: 5,
+            retry_base_ms: 500,
+            retry_max_ms: 60_000,
+        }
+    }
 }
 
 /// HTTP listener settings.
@@ -244,6 +303,40 @@ pub struct AccountConfig {
     /// sent to one of them applies to this account.
     #[serde(default)]
     pub senders: Vec<String>,
+    /// What the gateway answers to HELP, STOP and START (sent as
+    /// transactional messages from the number the keyword was sent to).
+    #[serde(default)]
+    pub replies: KeywordReplies,
+    /// Share of the carriers' capacity against other accounts of the same
+    /// kind (weighted round robin; default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// The answers to MO keywords; an empty text sends no answer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeywordReplies {
+    /// Answer to HELP / INFO.
+    pub help: String,
+    /// Confirmation of an opt-out (STOP and friends).
+    pub stop: String,
+    /// Confirmation of an opt-in (START / UNSTOP).
+    pub start: String,
+}
+
+impl Default for KeywordReplies {
+    fn default() -> Self {
+        Self {
+            help: "Reply STOP to stop receiving messages, START to receive them again. Msg&data rates may apply.".into(),
+            stop: "You are unsubscribed and will receive no more messages. Reply START to subscribe again.".into(),
+            start: "You are subscribed again. Reply STOP to unsubscribe.".into(),
+        }
+    }
 }
 
 /// One registered template.
@@ -323,6 +416,46 @@ pub struct CarrierConfig {
     /// Milliseconds to pause a bind after the SMSC says throttled (0x58) or queue full (0x14).
     #[serde(default = "default_throttle_pause_ms")]
     pub throttle_pause_ms: u64,
+    /// Most submit_sm per second across all binds of this carrier (0: no
+    /// limit until the SMSC throttles). Cut on 0x58 and regained gradually.
+    #[serde(default)]
+    pub tps: f64,
+    /// Milliseconds every bind of the carrier waits after 0x14 (queue full).
+    #[serde(default = "default_queue_full_pause_ms")]
+    pub queue_full_pause_ms: u64,
+    /// How its SMPP error codes are treated.
+    #[serde(default)]
+    pub errors: CarrierErrors,
+}
+
+fn default_queue_full_pause_ms() -> u64 {
+    1000
+}
+
+/// How a carrier's submit_sm_resp error codes are treated. 0x58 (throttled)
+/// and 0x14 (queue full) always slow down and retry; codes listed in neither
+/// list fail the message (status `failed`, error `smpp_0x…`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CarrierErrors {
+    /// Transient: retried with backoff, up to `scheduler.max_attempts`.
+    pub retry: Vec<u32>,
+    /// The carrier is failing, not the message: retried and the carrier is
+    /// skipped by its routes for `failover_s`.
+    pub route_failure: Vec<u32>,
+    /// Seconds a carrier is skipped after a route failure.
+    pub failover_s: u64,
+}
+
+impl Default for CarrierErrors {
+    fn default() -> Self {
+        Self {
+            // System error, submit failed, temporary application error.
+            retry: vec![0x08, 0x45, 0x64],
+            route_failure: Vec::new(),
+            failover_s: 30,
+        }
+    }
 }
 
 fn default_binds() -> u32 {
@@ -396,6 +529,48 @@ impl Config {
                     c.name
                 )));
             }
+        }
+        for r in &self.routes {
+            if r.carriers.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "a route needs at least one carrier".into(),
+                ));
+            }
+            if let Some(name) = r
+                .carriers
+                .iter()
+                .find(|n| !self.carriers.iter().any(|c| &c.name == *n))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "a route names carrier {name}, which is not configured"
+                )));
+            }
+            if let Some(p) = &r.prefix
+                && (!p.starts_with('+') || !p[1..].bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "route prefix {p} must be + and digits"
+                )));
+            }
+        }
+        for (i, c) in self.carriers.iter().enumerate() {
+            if self.carriers[..i].iter().any(|o| o.name == c.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "carrier name {} is used twice",
+                    c.name
+                )));
+            }
+            if !(c.tps >= 0.0 && c.tps.is_finite()) {
+                return Err(ConfigError::Invalid(format!(
+                    "carrier {}: tps must be 0 (no limit) or positive",
+                    c.name
+                )));
+            }
+        }
+        if self.scheduler.window_per_queue == 0 || self.scheduler.page_size == 0 {
+            return Err(ConfigError::Invalid(
+                "scheduler.window_per_queue and page_size must be at least 1".into(),
+            ));
         }
         if self.messages.max_segments == 0 || self.messages.max_segments > 255 {
             return Err(ConfigError::Invalid(

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Accounts, AppState};
 use crate::carrier::Carriers;
-use crate::compliance::{Admission, MoKeywords, Preferences, RuleBook, RulesError};
+use crate::carrier::route::Routing;
+use crate::compliance::{Admission, InboundHandler, Preferences, RuleBook, RulesError};
 use crate::config::{Config, ConfigError, StoreBackend, StoreConfig};
 use crate::dlr;
 use crate::metrics::Metrics;
@@ -86,7 +87,20 @@ impl Gateway {
         let accounts = Arc::new(Accounts::from_config(&config.accounts)?);
         let rules = RuleBook::load(&config.compliance.countries)?;
         let preferences = Arc::new(Preferences::load(store.clone(), metrics.clone()).await?);
-        let queue = Queue::new(store, metrics.clone(), config.store.max_backlog);
+        let routing = Arc::new(Routing::new(&config.carriers, &config.routes));
+        let weights = config
+            .accounts
+            .iter()
+            .map(|a| (a.id.clone(), a.weight))
+            .collect();
+        let queue = Queue::new(
+            store,
+            routing,
+            metrics.clone(),
+            config.scheduler.clone(),
+            weights,
+            config.store.max_backlog,
+        );
         let housekeeping_stop = CancellationToken::new();
         let housekeeping = tokio::spawn(housekeeping(
             queue.clone(),
@@ -102,9 +116,11 @@ impl Gateway {
             Admission::with_rules(config.messages.clone(), rules, preferences.clone())
                 .with_templates(&config.accounts)?,
         );
-        let keywords = Arc::new(MoKeywords::new(
+        let keywords = Arc::new(InboundHandler::new(
             preferences.clone(),
             admission.clone(),
+            queue.clone(),
+            metrics.clone(),
             &config.accounts,
         ));
         let dlr = dlr::spawn(queue.clone(), metrics.clone(), keywords, inbound_rx);
@@ -115,6 +131,7 @@ impl Gateway {
             inbound_tx,
             metrics.clone(),
             Duration::from_secs(config.shutdown.grace_s),
+            config.scheduler.max_attempts,
         );
 
         let state = AppState {

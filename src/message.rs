@@ -11,6 +11,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
+use utoipa::ToSchema;
 
 use crate::dlr::receipt::ReceiptState;
 use crate::encoding::Encoding;
@@ -21,9 +22,20 @@ use crate::encoding::Encoding;
 pub struct MessageId(Ulid);
 
 impl MessageId {
-    /// A fresh id for a message accepted now.
+    /// A fresh id for a message accepted now; ids generated in this process
+    /// only ever increase (monotonic within the same millisecond), so a
+    /// cursor over ids never skips a later one.
     pub fn generate() -> Self {
-        Self(Ulid::new())
+        static GENERATOR: std::sync::Mutex<ulid::Generator> =
+            std::sync::Mutex::new(ulid::Generator::new());
+        let mut generator = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
+        // Overflow needs 2^80 ids in one millisecond; fall back to a random one.
+        Self(generator.generate().unwrap_or_else(|_| Ulid::new()))
+    }
+
+    /// The id just before this one in sort order (`None` for the smallest).
+    pub fn predecessor(self) -> Option<Self> {
+        self.0.0.checked_sub(1).map(|n| Self(Ulid(n)))
     }
 
     /// The 16 big-endian bytes of the ULID (sorts by creation time).
@@ -51,7 +63,9 @@ impl FromStr for MessageId {
 }
 
 /// What a message is for; sets its priority (OTP first, marketing last).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// One-time passwords: highest priority, short validity.
@@ -82,7 +96,7 @@ impl Kind {
 }
 
 /// Where a message is in its life. See the HTTP API spec for the state machine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Accepted with a `send_at` in the future.
@@ -132,7 +146,7 @@ impl Status {
 }
 
 /// A machine code plus a human sentence, as in the API's error envelope.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorInfo {
     /// Stable snake_case code.
     pub code: String,
@@ -232,6 +246,12 @@ pub struct Message {
     pub done_at: Option<DateTime<Utc>>,
     /// How many times it was handed to a carrier.
     pub attempts: u32,
+    /// Sent even to a recipient who opted out: the confirmation of their own
+    /// STOP, or an OTP where the country lets OTPs ignore opt-outs.
+    pub opt_out_exempt: bool,
+    /// Transient carrier errors so far (throttling and lost connections do
+    /// not count); the message fails when they reach the attempt limit.
+    pub retries: u32,
 }
 
 /// Everything needed to create a message; see [`Message::new`].
@@ -261,6 +281,8 @@ pub struct NewMessage {
     pub send_at: Option<DateTime<Utc>>,
     /// Validity deadline.
     pub expires_at: DateTime<Utc>,
+    /// See [`Message::opt_out_exempt`].
+    pub opt_out_exempt: bool,
 }
 
 /// A change to a stored message, applied atomically by a store.
@@ -288,8 +310,19 @@ pub enum Transition {
         /// When the receipt arrived.
         at: DateTime<Utc>,
     },
-    /// Hand the message back to its queue (transient error, disconnect, shutdown).
+    /// Hand the message back to its queue at once, no attempt counted
+    /// (throttled, disconnected, shutting down).
     Requeue,
+    /// A transient carrier error: try again after a backoff, unless this was
+    /// the last of `max_attempts`, then the message fails with `error`.
+    Retry {
+        /// What went wrong.
+        error: ErrorInfo,
+        /// Attempts allowed in all.
+        max_attempts: u32,
+        /// When.
+        at: DateTime<Utc>,
+    },
     /// The carrier refused it for good.
     Fail {
         /// Why.
@@ -347,6 +380,8 @@ impl Message {
             submitted_at: None,
             done_at: None,
             attempts: 0,
+            opt_out_exempt: n.opt_out_exempt,
+            retries: 0,
         }
     }
 
@@ -415,6 +450,27 @@ impl Message {
             Transition::Requeue => {
                 if self.status == Status::Queued {
                     return Applied::Recorded;
+                }
+            }
+            Transition::Retry {
+                error,
+                max_attempts,
+                at,
+            } => {
+                if self.status != Status::Queued {
+                    return Applied::Ignored;
+                }
+                self.retries += 1;
+                if self.retries >= *max_attempts {
+                    self.status = Status::Failed;
+                    self.error = Some(ErrorInfo::new(
+                        error.code.clone(),
+                        format!(
+                            "{} (gave up after {} attempts)",
+                            error.message, self.retries
+                        ),
+                    ));
+                    self.done_at = Some(*at);
                 }
             }
             Transition::Fail { error, at } => {
@@ -495,6 +551,7 @@ pub(crate) fn sample(text: &str, kind: Kind, segments: u32) -> Message {
             callback_url: None,
             send_at: None,
             expires_at: now + chrono::Duration::hours(1),
+            opt_out_exempt: false,
         },
         now,
         1,

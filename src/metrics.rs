@@ -3,7 +3,7 @@
 //! prefix and follow Prometheus naming (`_total` counters, `_seconds` histograms).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -48,6 +48,8 @@ pub struct Metrics {
     pub dlr_unmatched: IntCounterVec,
     /// Mobile-originated (non-receipt) deliver_sm received, by carrier.
     pub mo_received: IntCounterVec,
+    /// Inbound keywords acted on (stop, start, help).
+    pub mo_keywords: IntCounterVec,
     /// Successful binds, by carrier.
     pub binds_total: IntCounterVec,
     /// Accept → last segment's submit_sm_resp, by kind.
@@ -56,6 +58,16 @@ pub struct Metrics {
     pub submit_to_dlr: HistogramVec,
     /// Messages waiting in the queue, by kind (plus `scheduled`).
     pub queue_depth: IntGaugeVec,
+    /// Ready messages in memory by kind and the carrier their route takes now.
+    pub queue_depth_by_carrier: IntGaugeVec,
+    /// Ready → handed to a bind, by kind.
+    pub time_in_queue: HistogramVec,
+    /// 0x58/0x14 answers that cut a carrier's rate, by carrier and reason.
+    pub throttle_events: IntCounterVec,
+    /// A carrier's send rate in force (submits/s; -1 when unlimited).
+    pub carrier_rate: GaugeVec,
+    /// Route failures that took a carrier out of its routes, by carrier.
+    pub route_failures: IntCounterVec,
     /// submit_sm awaiting response, by carrier and bind.
     pub inflight: IntGaugeVec,
     /// 1 when the bind is up, by carrier and bind.
@@ -222,6 +234,11 @@ impl Metrics {
                 "Inbound (mobile-originated) messages received.",
                 &["carrier"],
             ),
+            mo_keywords: counter(
+                "smsgate_mo_keywords_total",
+                "Inbound keywords acted on, by keyword (stop, start, help).",
+                &["keyword"],
+            ),
             binds_total: counter(
                 "smsgate_binds_total",
                 "Successful SMPP binds (reconnects included).",
@@ -241,6 +258,40 @@ impl Metrics {
                 "smsgate_queue_depth",
                 "Messages waiting to be sent, by kind (scheduled counted as kind=\"scheduled\").",
                 &["kind"],
+            ),
+            queue_depth_by_carrier: gauge(
+                "smsgate_queue_depth_by_carrier",
+                "Ready messages in memory by kind and the carrier their route takes now (none: no carrier up).",
+                &["kind", "carrier"],
+            ),
+            time_in_queue: histogram(
+                "smsgate_time_in_queue_seconds",
+                "Time from ready (accepted or released) to handed to a carrier bind.",
+                &["kind"],
+            ),
+            throttle_events: counter(
+                "smsgate_throttle_events_total",
+                "Throttling answers (0x58 throttled, 0x14 queue full), by carrier and reason.",
+                &["carrier", "reason"],
+            ),
+            carrier_rate: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "smsgate_carrier_rate_limit",
+                        "A carrier's send rate in force after throttling (submits/s; -1 when unlimited).",
+                    ),
+                    &["carrier"],
+                )
+                .expect("metric definitions are static and valid");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("metric names are unique");
+                g
+            },
+            route_failures: counter(
+                "smsgate_route_failures_total",
+                "Carrier errors configured as route failures (the carrier is skipped for a while).",
+                &["carrier"],
             ),
             inflight: gauge(
                 "smsgate_bind_inflight",

@@ -40,6 +40,7 @@ fn submission(to: &str, from: &str, text: &str, kind: Kind) -> Submission {
         send_at: None,
         client_ref: None,
         callback_url: None,
+        keyword_reply: false,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{Harness, KEY, otp};
 use serde_json::{Value, json};
-use smsgate_loadtest::sim::{DelayDist, SimConfig};
+use smsgate_loadtest::sim::{DelayDist, SimConfig, SubmitRecord};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -21,6 +21,18 @@ async fn call(h: &Harness, method: reqwest::Method, key: &str, path: &str) -> (u
         .expect("HTTP");
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until the simulator got a submit to `destination` whose text contains `needle`.
+async fn wait_submit_to(h: &Harness, destination: &str, needle: &str) -> SubmitRecord {
+    let found = || {
+        h.sim
+            .submits()
+            .into_iter()
+            .find(|s| s.destination_addr == destination && s.text.contains(needle))
+    };
+    h.wait_until(WAIT, || async { found().is_some() }).await;
+    found().expect("found")
 }
 
 /// A notification (GB marketing would also need consent; opt-outs stop every kind).
@@ -109,12 +121,20 @@ async fn a_stop_reply_opts_out_stops_queued_messages_and_start_opts_back_in() {
 
     let m = h.wait_status(&queued_id, "failed", WAIT).await;
     assert_eq!(m["error"]["code"], "opted_out");
-    assert!(
-        h.sim
-            .submits()
-            .iter()
-            .all(|s| s.destination_addr != "447400333444"),
-        "nothing reached the opted-out number"
+    // The one message that does reach it: the confirmation of the STOP, from
+    // the sender the STOP was written to.
+    let confirmation = wait_submit_to(&h, "447400333444", "unsubscribed").await;
+    assert_eq!(confirmation.source_addr, "ACME");
+    let to_number: Vec<_> = h
+        .sim
+        .submits()
+        .into_iter()
+        .filter(|s| s.destination_addr == "447400333444")
+        .collect();
+    assert_eq!(
+        to_number.len(),
+        1,
+        "nothing but the confirmation reached the opted-out number: {to_number:?}"
     );
 
     h.sim
@@ -125,6 +145,7 @@ async fn a_stop_reply_opts_out_stops_queued_messages_and_start_opts_back_in() {
         call(&h, reqwest::Method::GET, KEY, path).await.1["opted_out"],
         false
     );
+    wait_submit_to(&h, "447400333444", "subscribed again").await;
     let id = h.send_ok(otp("+447400333444", "welcome back")).await;
     h.wait_status(&id, "delivered", WAIT).await;
     h.stop().await;
@@ -149,5 +170,92 @@ async fn a_countrys_own_stop_word_opts_out_too() {
         .expect("MO delivered");
     let (_, body) = call(&h, reqwest::Method::GET, KEY, "/v1/opt-outs/+447400555666").await;
     assert_eq!(body["opted_out"], false);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_is_answered_and_inbound_messages_are_listed_for_the_owning_account() {
+    let h = Harness::start(SimConfig::default()).await;
+    for text in ["HELP", "Is my order late?", "stop"] {
+        h.sim
+            .inject_mo("smsgate", "447400777888", "ACME", text)
+            .await
+            .expect("MO delivered");
+    }
+    let help = wait_submit_to(&h, "447400777888", "Reply STOP").await;
+    assert_eq!(help.source_addr, "ACME");
+    wait_submit_to(&h, "447400777888", "unsubscribed").await;
+
+    // The account owning "ACME" sees all three, oldest first, keywords marked.
+    let (status, page) = call(&h, reqwest::Method::GET, KEY, "/v1/inbound").await;
+    assert_eq!(status, 200, "{page}");
+    let listed: Vec<(Value, Value, Value)> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| (m["from"].clone(), m["text"].clone(), m["keyword"].clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (json!("+447400777888"), json!("HELP"), json!("help")),
+            (
+                json!("+447400777888"),
+                json!("Is my order late?"),
+                Value::Null
+            ),
+            (json!("+447400777888"), json!("stop"), json!("stop")),
+        ]
+    );
+    // Paging: one at a time with the cursor.
+    let (_, first) = call(&h, reqwest::Method::GET, KEY, "/v1/inbound?limit=1").await;
+    assert_eq!(first["messages"][0]["text"], "HELP");
+    let next = first["next"].as_str().expect("cursor");
+    let (_, second) = call(
+        &h,
+        reqwest::Method::GET,
+        KEY,
+        &format!("/v1/inbound?limit=2&after={next}"),
+    )
+    .await;
+    let texts: Vec<&str> = second["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["Is my order late?", "stop"]);
+    // Another account does not see them, nor is its list touched.
+    let (_, other) = call(&h, reqwest::Method::GET, "other-key", "/v1/inbound").await;
+    assert_eq!(other["messages"], json!([]));
+    assert_eq!(
+        call(
+            &h,
+            reqwest::Method::GET,
+            "other-key",
+            "/v1/opt-outs/+447400777888"
+        )
+        .await
+        .1["opted_out"],
+        false
+    );
+    // Bad cursors and limits are 400s with the envelope.
+    for bad in [
+        "/v1/inbound?after=nope",
+        "/v1/inbound?limit=0",
+        "/v1/inbound?limit=x",
+    ] {
+        let (status, body) = call(&h, reqwest::Method::GET, KEY, bad).await;
+        assert_eq!(
+            (status, body["error"]["code"].clone()),
+            (400, json!("malformed_request")),
+            "{bad}"
+        );
+    }
+    let metrics = h.metrics().await;
+    assert_eq!(
+        common::metric_sum(&metrics, "smsgate_mo_keywords_total", &["keyword=\"help\""]),
+        1.0
+    );
     h.stop().await;
 }

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::Account;
@@ -22,13 +23,16 @@ use crate::message::{ErrorInfo, Kind, Message, MessageId, Status};
 use crate::queue::IdempotencyRecord;
 
 /// Body of `POST /v1/messages`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 pub struct SendRequest {
     /// Recipient, E.164.
+    #[schema(example = "+447400123456")]
     pub to: String,
     /// Sender id.
+    #[schema(example = "ACME")]
     pub from: String,
     /// Text (UTF-8).
+    #[schema(example = "Your code is 123456")]
     pub text: String,
     /// Priority class; `transactional` when absent.
     #[serde(default)]
@@ -48,22 +52,25 @@ pub struct SendRequest {
 }
 
 /// Body of the 202 response.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct SendResponse {
     /// Message id.
+    #[schema(example = "01KA2B3C4D5E6F7G8H9J0KMNPQ")]
     pub id: String,
     /// `queued` or `scheduled`.
     pub status: Status,
     /// Number of SMS segments.
     pub segments: u32,
     /// `gsm7` or `ucs2`.
+    #[schema(value_type = super::openapi::Encoding)]
     pub encoding: Encoding,
     /// Recipient's country (ISO alpha-2).
+    #[schema(example = "GB")]
     pub country: String,
 }
 
 /// Body of `GET /v1/messages/{id}`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct MessageView {
     /// Message id.
     pub id: String,
@@ -80,6 +87,7 @@ pub struct MessageView {
     /// Segments with a delivered receipt.
     pub segments_delivered: u32,
     /// Encoding.
+    #[schema(value_type = super::openapi::Encoding)]
     pub encoding: Encoding,
     /// Recipient's country.
     pub country: String,
@@ -134,6 +142,30 @@ impl From<&Message> for MessageView {
 
 /// `POST /v1/messages`: admit, store (durably, before answering), answer 202.
 /// With an `Idempotency-Key`, a repeat returns the first answer.
+#[utoipa::path(
+    post,
+    path = "/v1/messages",
+    operation_id = "send_message",
+    tag = "messages",
+    summary = "Send one message",
+    description = "Checks the message (number, opt-out, country rules), stores it durably and answers 202. \
+                   The 202 is sent only once the message is committed to the store.",
+    security(("bearer" = [])),
+    params(super::openapi::IdempotencyKey),
+    request_body = SendRequest,
+    responses(
+        (status = 202, description = "Accepted and durable: `queued`, or `scheduled` for a later `send_at` (or deferred by quiet hours).",
+            body = SendResponse,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key."))),
+        (status = 400, description = "`malformed_request`: not JSON, wrong types, missing or empty fields, unknown `kind`.", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "`unauthorized`.", body = super::openapi::ErrorEnvelope),
+        (status = 409, description = "`idempotency_conflict`: the first request with this Idempotency-Key is still being processed.", body = super::openapi::ErrorEnvelope),
+        (status = 413, description = "`payload_too_large`.", body = super::openapi::ErrorEnvelope),
+        (status = 422, description = "Admission refused: `invalid_number`, `unsupported_country`, `opted_out`, `consent_required`, `sender_not_allowed`, `content_blocked`, `template_not_registered`, `opt_out_text_missing`, `quiet_hours`, `frequency_capped`, `text_too_long`, `validity_invalid`.", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "`overloaded` (backlog full) or `store_unavailable`; nothing was accepted.", body = super::openapi::ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    )
+)]
 pub async fn send(
     State(state): State<AppState>,
     Account(account): Account,
@@ -207,6 +239,7 @@ async fn accept(
             send_at: req.send_at,
             client_ref: req.client_ref,
             callback_url: req.callback_url,
+            keyword_reply: false,
         },
         now,
     );
@@ -261,6 +294,21 @@ async fn accept(
 }
 
 /// `GET /v1/messages/{id}`: the message's status; another account's id is 404.
+#[utoipa::path(
+    get,
+    path = "/v1/messages/{id}",
+    operation_id = "get_message",
+    tag = "messages",
+    summary = "A message's status",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The message id from the 202 (a ULID).")),
+    responses(
+        (status = 200, description = "The message as its account sees it.", body = MessageView),
+        (status = 401, description = "`unauthorized`.", body = super::openapi::ErrorEnvelope),
+        (status = 404, description = "`not_found`: unknown id or another account's message.", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "`store_unavailable`.", body = super::openapi::ErrorEnvelope),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Account(account): Account,

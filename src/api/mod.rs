@@ -7,8 +7,10 @@
 pub mod auth;
 pub mod error;
 pub mod idempotency;
+mod inbound;
 mod json;
 pub mod messages;
+mod openapi;
 mod ops;
 mod preferences;
 
@@ -63,6 +65,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/messages", post(messages::send))
         .route("/v1/messages/{id}", get(messages::get))
+        .route("/v1/inbound", get(inbound::list))
         .route(
             "/v1/opt-outs/{e164}",
             preferences::routes(PreferenceKind::OptOut),
@@ -75,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(limit)

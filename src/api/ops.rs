@@ -14,6 +14,14 @@ use super::error::ApiError;
 use crate::compliance::RuleBook;
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    description = "Every `smsgate_*` metric in the Prometheus text exposition format 0.0.4. No authentication.",
+    responses((status = 200, description = "Prometheus text format.", body = String, content_type = "text/plain; version=0.0.4")),
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.queue.refresh_gauges();
     (
@@ -23,11 +31,29 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// `GET /healthz`: the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness",
+    responses((status = 200, description = "The process runs.", body = super::openapi::Health)),
+)]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: the store answers and at least one carrier bind is up.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness",
+    responses(
+        (status = 200, description = "At least one carrier bind is up.", body = super::openapi::Ready),
+        (status = 503, description = "`not_ready`: no carrier bind is up.", body = super::openapi::ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "Seconds to wait before asking again."))),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let binds = state.binds_up.load(Ordering::Relaxed);
     if binds == 0 {
@@ -38,6 +64,22 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
 
 /// `POST /admin/reload`: re-reads the countries file (admin accounts only).
 /// An invalid file is refused with 422 `rules_invalid`; the old rules stay.
+#[utoipa::path(
+    post,
+    path = "/admin/reload",
+    operation_id = "reload_rules",
+    tag = "operations",
+    summary = "Reload the country rules",
+    description = "Re-reads the countries file (`compliance.countries`). Needs an admin account's key. \
+                   An invalid file is refused and the rules in force stay.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new rules are in force.", body = super::openapi::Reloaded),
+        (status = 401, description = "`unauthorized`.", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "`forbidden`: not an admin account's key.", body = super::openapi::ErrorEnvelope),
+        (status = 422, description = "`rules_invalid`: the file was refused (the message says why); the old rules stay.", body = super::openapi::ErrorEnvelope),
+    ),
+)]
 pub async fn reload(
     State(state): State<AppState>,
     Admin(_): Admin,

@@ -6,7 +6,9 @@
 //! sessions per configured carrier, each supervised (reconnect with backoff,
 //! in-flight messages requeued, never lost) by [`session`].
 
+pub mod limiter;
 pub mod pdu;
+pub mod route;
 mod session;
 pub mod smpp;
 mod submit;
@@ -52,6 +54,16 @@ impl DeliverAck {
             DeliverSmResp::default(),
         );
     }
+
+    /// Answers ESME_RX_T_APPN (temporary application error): the effect
+    /// could not be stored, so the SMSC should deliver the PDU again later.
+    pub fn retry_later(self) {
+        self.client.respond(
+            self.sequence_number,
+            CommandStatus::EsmeRxTAppn,
+            DeliverSmResp::default(),
+        );
+    }
 }
 
 /// The last word before a message goes out (e.g. the recipient opted out
@@ -82,6 +94,8 @@ pub(crate) struct Shared {
     pub stop: CancellationToken,
     /// How long a stopping bind waits for in-flight submits before unbinding.
     pub grace: Duration,
+    /// Attempts a message gets for counted transient errors.
+    pub max_attempts: u32,
 }
 
 /// The running SMPP sessions of every carrier.
@@ -100,6 +114,7 @@ impl Carriers {
         inbound: mpsc::Sender<Inbound>,
         metrics: Arc<Metrics>,
         grace: Duration,
+        max_attempts: u32,
     ) -> Self {
         let binds_up = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
@@ -111,12 +126,16 @@ impl Carriers {
             binds_up: binds_up.clone(),
             stop: stop.clone(),
             grace,
+            max_attempts,
         };
         let mut tasks = JoinSet::new();
-        for config in carriers {
+        for (id, config) in carriers.iter().enumerate() {
             let config = Arc::new(config.clone());
+            // One rate for all binds of a carrier.
+            let limiter = Arc::new(limiter::RateLimiter::new(config.tps));
             for index in 0..config.binds {
-                let bind = session::Bind::new(config.clone(), index, shared.clone());
+                let bind =
+                    session::Bind::new(config.clone(), id, index, limiter.clone(), shared.clone());
                 tasks.spawn(bind.run());
             }
         }

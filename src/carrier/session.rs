@@ -7,7 +7,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rusmpp::pdus::BindTransceiver;
@@ -18,11 +18,12 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::limiter::RateLimiter;
+use super::route::{CarrierHealth, CarrierId};
 use super::smpp::{SessionSettings, SessionTasks, SmppClient, SmppError};
-use super::submit::submit_message;
+use super::submit::{SlowDown, SubmitPolicy, submit_message};
 use super::{DeliverAck, Inbound, Shared};
 use crate::config::CarrierConfig;
 use crate::message::{Message, Transition};
@@ -40,21 +41,6 @@ enum BindError {
     Smpp(#[from] SmppError),
 }
 
-/// When a throttled bind may send again. A std mutex: two tiny critical
-/// sections per message, never held across an `.await`.
-#[derive(Default)]
-struct Pause(std::sync::Mutex<Option<Instant>>);
-
-impl Pause {
-    fn get(&self) -> Option<Instant> {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn set(&self, until: Instant) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
-    }
-}
-
 /// A bind field from config, checked against its SMPP length limit.
 fn credential<const N: usize>(field: &str, value: &str) -> Result<COctetString<1, N>, BindError> {
     COctetString::from_str(value).map_err(|e| BindError::Credentials(format!("{field}: {e}")))
@@ -64,18 +50,32 @@ fn credential<const N: usize>(field: &str, value: &str) -> Result<COctetString<1
 pub(crate) struct Bind {
     config: Arc<CarrierConfig>,
     carrier: Arc<str>,
+    carrier_id: CarrierId,
     label: String,
+    limiter: Arc<RateLimiter>,
     shared: Shared,
 }
 
 impl Bind {
-    pub(crate) fn new(config: Arc<CarrierConfig>, index: u32, shared: Shared) -> Self {
+    pub(crate) fn new(
+        config: Arc<CarrierConfig>,
+        carrier_id: CarrierId,
+        index: u32,
+        limiter: Arc<RateLimiter>,
+        shared: Shared,
+    ) -> Self {
         Self {
             carrier: Arc::from(config.name.as_str()),
+            carrier_id,
             label: index.to_string(),
+            limiter,
             config,
             shared,
         }
+    }
+
+    fn health(&self) -> &Arc<CarrierHealth> {
+        self.shared.queue.routing().health(self.carrier_id)
     }
 
     /// Runs until the gateway stops: bind, serve, and reconnect with backoff.
@@ -154,6 +154,9 @@ impl Bind {
         m.binds_total.with_label_values(&[&self.carrier]).inc();
         m.bind_up.with_label_values(&labels).set(1);
         self.shared.binds_up.fetch_add(1, Ordering::Relaxed);
+        self.health().bind_changed(true);
+        // Routes this carrier serves may have been waiting for it.
+        self.shared.queue.wake();
 
         // Cancelled when the gateway stops or the connection ends.
         let done = self.shared.stop.child_token();
@@ -186,66 +189,55 @@ impl Bind {
         m.bind_up.with_label_values(&labels).set(0);
         m.inflight.with_label_values(&labels).set(0);
         self.shared.binds_up.fetch_sub(1, Ordering::Relaxed);
+        self.health().bind_changed(false);
+        // Its routes may fail over to another carrier now.
+        self.shared.queue.wake();
     }
 
-    /// Takes messages from the queue while window slots are free, spawning one
-    /// task per message. Returns the tasks still running when `done` fires.
+    /// Takes messages from the queue while window slots and send tokens
+    /// are free, spawning one task per message. Returns the tasks still
+    /// running when `done` fires.
     async fn dispatch(&self, client: &SmppClient, done: &CancellationToken) -> JoinSet<()> {
         let window = Arc::new(Semaphore::new(self.config.window as usize));
-        let pause_until: Arc<Pause> = Arc::default();
         let mut inflight = JoinSet::new();
         loop {
             while inflight.try_join_next().is_some() {}
-            let pause = pause_until.get();
-            if let Some(until) = pause {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(until) => {}
-                    _ = done.cancelled() => break,
-                }
-            }
-            // Hold a slot before leasing, so we never lease what we cannot send.
-            let Some(slot) = acquire(&window, 1, done).await else {
+            // A slot and a token before taking, so the highest-priority
+            // message at the moment of sending is the one sent.
+            let Some(mut permits) = acquire(&window, 1, done).await else {
                 break;
             };
-            let Some(batch) = self.shared.queue.take(1, done).await else {
+            tokio::select! {
+                _ = self.limiter.acquire() => {}
+                _ = done.cancelled() => break,
+            }
+            let Some(message) = self.shared.queue.take(self.carrier_id, done).await else {
                 break;
             };
-            let mut slot = Some(slot);
-            for message in batch {
-                if let Some(error) = self.shared.guard.refuse(&message) {
-                    let at = chrono::Utc::now();
-                    let fail = vec![(message.id, Transition::Fail { error, at })];
-                    if let Err(e) = self.shared.queue.apply(fail).await {
-                        tracing::error!(error = %e, id = %message.id, "cannot stop refused message");
-                    }
-                    continue;
+            if let Some(error) = self.shared.guard.refuse(&message) {
+                let at = chrono::Utc::now();
+                let fail = vec![(message.id, Transition::Fail { error, at })];
+                if let Err(e) = self.shared.queue.apply(fail).await {
+                    tracing::error!(error = %e, id = %message.id, "cannot stop refused message");
                 }
-                // One window slot per segment (capped at the window size).
-                let need =
-                    (message.pending_segments().count().max(1) as u32).min(self.config.window);
-                let permits = match slot.take() {
-                    Some(mut held) if need > 1 => match acquire(&window, need - 1, done).await {
-                        Some(extra) => {
-                            held.merge(extra);
-                            Some(held)
-                        }
-                        None => None,
-                    },
-                    Some(held) => Some(held),
-                    None => acquire(&window, need, done).await,
-                };
-                match permits {
-                    Some(permits) => {
-                        inflight.spawn(self.submit_task(
-                            client.clone(),
-                            message,
-                            permits,
-                            pause_until.clone(),
-                        ));
+                continue;
+            }
+            // One window slot and one token per segment (slots capped at the window).
+            let segments = message.pending_segments().count().max(1) as u32;
+            let need = segments.min(self.config.window);
+            if need > 1 {
+                match acquire(&window, need - 1, done).await {
+                    Some(extra) => permits.merge(extra),
+                    None => {
+                        self.requeue(&message).await;
+                        break;
                     }
-                    None => self.requeue(&message).await,
                 }
             }
+            for _ in 1..segments {
+                self.limiter.acquire().await;
+            }
+            inflight.spawn(self.submit_task(client.clone(), message, permits));
         }
         inflight
     }
@@ -266,28 +258,71 @@ impl Bind {
         client: SmppClient,
         message: Message,
         permits: OwnedSemaphorePermit,
-        pause_until: Arc<Pause>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let carrier = self.carrier.clone();
         let label = self.label.clone();
         let queue = self.shared.queue.clone();
         let metrics = self.shared.metrics.clone();
-        let throttle_pause = Duration::from_millis(self.config.throttle_pause_ms);
+        let limiter = self.limiter.clone();
+        let health = self.health().clone();
+        let config = self.config.clone();
+        let max_attempts = self.shared.max_attempts;
         async move {
             let slots = permits.num_permits() as i64;
             let gauge = metrics
                 .inflight
                 .with_label_values(&[&*carrier, label.as_str()]);
             gauge.add(slots);
-            let (transitions, verdict) =
-                submit_message(&client, &carrier, &message, slots as usize, &metrics).await;
-            if verdict.slow_down {
-                pause_until.set(Instant::now() + throttle_pause);
+            let policy = SubmitPolicy {
+                errors: &config.errors,
+                max_attempts,
+            };
+            let (transitions, verdict) = submit_message(
+                &client,
+                &carrier,
+                &message,
+                slots as usize,
+                &policy,
+                &metrics,
+            )
+            .await;
+            let now = Instant::now();
+            match verdict.slow_down {
+                Some(SlowDown::Throttled) => {
+                    limiter.throttled(now);
+                    metrics
+                        .throttle_events
+                        .with_label_values(&[&*carrier, "throttled"])
+                        .inc();
+                }
+                Some(SlowDown::QueueFull) => {
+                    limiter.queue_full(now, Duration::from_millis(config.queue_full_pause_ms));
+                    metrics
+                        .throttle_events
+                        .with_label_values(&[&*carrier, "queue_full"])
+                        .inc();
+                }
+                None => {}
+            }
+            if verdict.slow_down.is_some() {
+                let rate = limiter.rate();
+                metrics
+                    .carrier_rate
+                    .with_label_values(&[&*carrier])
+                    .set(if rate.is_finite() { rate } else { -1.0 });
+            }
+            if verdict.route_failure {
+                health.trip(Duration::from_secs(config.errors.failover_s));
+                metrics.route_failures.with_label_values(&[&*carrier]).inc();
+                tracing::warn!(%carrier, failover_s = config.errors.failover_s, "route failure: the carrier steps aside");
             }
             // Keep the window slots until the outcome is stored: after a crash at
             // most `window` accepted-but-unrecorded submits can be sent twice.
             if let Err(e) = queue.apply(transitions).await {
                 tracing::error!(error = %e, id = %message.id, "cannot record submit outcome");
+            }
+            if verdict.route_failure {
+                queue.wake();
             }
             gauge.sub(slots);
             drop(permits);

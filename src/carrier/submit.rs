@@ -9,6 +9,7 @@ use rusmpp::CommandStatus;
 
 use super::pdu;
 use super::smpp::{SmppClient, SmppError};
+use crate::config::CarrierErrors;
 use crate::message::{ErrorInfo, Message, MessageId, Transition};
 use crate::metrics::Metrics;
 
@@ -17,44 +18,108 @@ use crate::metrics::Metrics;
 pub(crate) enum Outcome {
     /// The SMSC accepted it with this message id.
     Accepted(String),
-    /// Worth another attempt; `reason` is a metric label.
-    Retry {
-        /// Metric label (throttled, queue_full, timeout, disconnected).
-        reason: &'static str,
-        /// The SMSC asked us to slow down (0x58/0x14).
-        slow_down: bool,
-    },
+    /// Worth another attempt.
+    Retry(Retry),
     /// Will never succeed.
     Fail(ErrorInfo),
 }
 
-/// Classifies a submit failure: throttling, a full queue, timeouts and lost
-/// connections are transient; any other command_status is permanent.
-pub(crate) fn classify(e: &SmppError) -> Outcome {
+/// A transient failure and what it asks of the bind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Retry {
+    /// Metric label (throttled, queue_full, timeout, disconnected, transient).
+    pub reason: &'static str,
+    /// The SMSC asked us to slow down.
+    pub slow_down: Option<SlowDown>,
+    /// Counts towards the attempt limit (the message may be at fault).
+    pub counts: bool,
+    /// The carrier is failing: its routes should fail over for a while.
+    pub route_failure: bool,
+    /// What to record if the attempts run out.
+    pub error: ErrorInfo,
+}
+
+/// How the SMSC asked us to slow down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SlowDown {
+    /// 0x58: cut the rate.
+    Throttled,
+    /// 0x14: pause, then cut the rate.
+    QueueFull,
+}
+
+fn smpp_error(status: CommandStatus) -> ErrorInfo {
+    let code: u32 = status.into();
+    ErrorInfo::new(
+        format!("smpp_0x{code:08x}"),
+        format!("The carrier refused the message: {status:?} (0x{code:08x})."),
+    )
+}
+
+/// Classifies a submit failure with the carrier's error lists: throttling
+/// and a full queue slow down and retry without counting; timeouts and the
+/// listed codes retry with backoff (counted); lost connections retry at once;
+/// any other command_status is permanent.
+pub(crate) fn classify(e: &SmppError, errors: &CarrierErrors) -> Outcome {
+    let retry = |reason, slow_down, counts, error| {
+        Outcome::Retry(Retry {
+            reason,
+            slow_down,
+            counts,
+            route_failure: false,
+            error,
+        })
+    };
     match e {
-        SmppError::Status(CommandStatus::EsmeRthrottled) => Outcome::Retry {
-            reason: "throttled",
-            slow_down: true,
-        },
-        SmppError::Status(CommandStatus::EsmeRmsgqful) => Outcome::Retry {
-            reason: "queue_full",
-            slow_down: true,
-        },
+        SmppError::Status(CommandStatus::EsmeRthrottled) => retry(
+            "throttled",
+            Some(SlowDown::Throttled),
+            false,
+            smpp_error(CommandStatus::EsmeRthrottled),
+        ),
+        SmppError::Status(CommandStatus::EsmeRmsgqful) => retry(
+            "queue_full",
+            Some(SlowDown::QueueFull),
+            false,
+            smpp_error(CommandStatus::EsmeRmsgqful),
+        ),
         SmppError::Status(status) => {
             let code: u32 = (*status).into();
-            Outcome::Fail(ErrorInfo::new(
-                format!("smpp_0x{code:08x}"),
-                format!("The carrier refused the message: {status:?} (0x{code:08x})."),
-            ))
+            let route_failure = errors.route_failure.contains(&code);
+            if route_failure || errors.retry.contains(&code) {
+                Outcome::Retry(Retry {
+                    reason: if route_failure {
+                        "route_failure"
+                    } else {
+                        "transient"
+                    },
+                    slow_down: None,
+                    counts: true,
+                    route_failure,
+                    error: smpp_error(*status),
+                })
+            } else {
+                Outcome::Fail(smpp_error(*status))
+            }
         }
-        SmppError::Timeout(_) => Outcome::Retry {
-            reason: "timeout",
-            slow_down: false,
-        },
-        SmppError::Closed | SmppError::Unexpected => Outcome::Retry {
-            reason: "disconnected",
-            slow_down: false,
-        },
+        SmppError::Timeout(_) => retry(
+            "timeout",
+            None,
+            true,
+            ErrorInfo::new(
+                "smpp_timeout",
+                "The carrier did not answer the submit in time.",
+            ),
+        ),
+        SmppError::Closed | SmppError::Unexpected => retry(
+            "disconnected",
+            None,
+            false,
+            ErrorInfo::new(
+                "smpp_disconnected",
+                "The connection to the carrier was lost.",
+            ),
+        ),
     }
 }
 
@@ -62,7 +127,17 @@ pub(crate) fn classify(e: &SmppError) -> Outcome {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Verdict {
     /// The SMSC asked us to slow down.
-    pub slow_down: bool,
+    pub slow_down: Option<SlowDown>,
+    /// A route failure: the carrier should step aside.
+    pub route_failure: bool,
+}
+
+/// Settings a submit needs from its carrier.
+pub(crate) struct SubmitPolicy<'a> {
+    /// The carrier's error lists.
+    pub errors: &'a CarrierErrors,
+    /// Attempts allowed for counted transient errors.
+    pub max_attempts: u32,
 }
 
 /// Submits the message's pending segments on `client`, at most `slots` at a
@@ -74,6 +149,7 @@ pub(crate) async fn submit_message(
     carrier: &Arc<str>,
     m: &Message,
     slots: usize,
+    policy: &SubmitPolicy<'_>,
     metrics: &Metrics,
 ) -> (Vec<(MessageId, Transition)>, Verdict) {
     let pending: Vec<u32> = m.pending_segments().collect();
@@ -91,7 +167,7 @@ pub(crate) async fn submit_message(
     let attempts = pdus.into_iter().map(|(segment, pdu)| async move {
         let outcome = match client.submit_sm(pdu).await {
             Ok(smsc_id) => Outcome::Accepted(smsc_id),
-            Err(e) => classify(&e),
+            Err(e) => classify(&e, policy.errors),
         };
         (segment, outcome)
     });
@@ -102,7 +178,7 @@ pub(crate) async fn submit_message(
 
     let mut transitions = Vec::with_capacity(results.len() + 1);
     let mut verdict = Verdict::default();
-    let mut retry = None;
+    let mut retry: Option<Retry> = None;
     let mut fail = None;
     for (segment, outcome) in results {
         match outcome {
@@ -121,13 +197,17 @@ pub(crate) async fn submit_message(
                     },
                 ));
             }
-            Outcome::Retry { reason, slow_down } => {
+            Outcome::Retry(r) => {
                 metrics
                     .submit_errors
-                    .with_label_values(&[carrier, reason])
+                    .with_label_values(&[carrier, r.reason])
                     .inc();
-                verdict.slow_down |= slow_down;
-                retry = Some(reason);
+                verdict.slow_down = verdict.slow_down.or(r.slow_down);
+                verdict.route_failure |= r.route_failure;
+                // A counted retry outweighs an uncounted one.
+                if retry.as_ref().is_none_or(|prev| r.counts && !prev.counts) {
+                    retry = Some(r);
+                }
             }
             Outcome::Fail(error) => {
                 metrics
@@ -146,9 +226,18 @@ pub(crate) async fn submit_message(
                 at: Utc::now(),
             },
         ));
-    } else if let Some(reason) = retry {
-        metrics.retries.with_label_values(&[reason]).inc();
-        transitions.push((m.id, Transition::Requeue));
+    } else if let Some(r) = retry {
+        metrics.retries.with_label_values(&[r.reason]).inc();
+        let t = if r.counts {
+            Transition::Retry {
+                error: r.error,
+                max_attempts: policy.max_attempts,
+                at: Utc::now(),
+            }
+        } else {
+            Transition::Requeue
+        };
+        transitions.push((m.id, t));
     }
     (transitions, verdict)
 }
@@ -157,40 +246,51 @@ pub(crate) async fn submit_message(
 mod tests {
     use super::*;
 
-    #[test]
-    fn throttling_and_full_queues_are_retried_slower() {
-        for status in [CommandStatus::EsmeRthrottled, CommandStatus::EsmeRmsgqful] {
-            assert!(matches!(
-                classify(&SmppError::Status(status)),
-                Outcome::Retry {
-                    slow_down: true,
-                    ..
-                }
-            ));
+    fn errors() -> CarrierErrors {
+        CarrierErrors {
+            retry: vec![0x08],
+            route_failure: vec![0x45],
+            failover_s: 30,
+        }
+    }
+
+    fn retry_of(e: SmppError) -> Retry {
+        match classify(&e, &errors()) {
+            Outcome::Retry(r) => r,
+            other => panic!("expected a retry, got {other:?}"),
         }
     }
 
     #[test]
-    fn lost_connections_and_timeouts_are_retried() {
-        assert!(matches!(
-            classify(&SmppError::Closed),
-            Outcome::Retry {
-                reason: "disconnected",
-                ..
-            }
-        ));
-        assert!(matches!(
-            classify(&SmppError::Timeout(std::time::Duration::from_secs(1))),
-            Outcome::Retry {
-                reason: "timeout",
-                ..
-            }
-        ));
+    fn throttling_and_full_queues_slow_down_and_do_not_count() {
+        let t = retry_of(SmppError::Status(CommandStatus::EsmeRthrottled));
+        assert_eq!((t.slow_down, t.counts), (Some(SlowDown::Throttled), false));
+        let q = retry_of(SmppError::Status(CommandStatus::EsmeRmsgqful));
+        assert_eq!((q.slow_down, q.counts), (Some(SlowDown::QueueFull), false));
+    }
+
+    #[test]
+    fn lost_connections_retry_at_once_and_timeouts_count() {
+        let d = retry_of(SmppError::Closed);
+        assert_eq!((d.reason, d.counts), ("disconnected", false));
+        let t = retry_of(SmppError::Timeout(std::time::Duration::from_secs(1)));
+        assert_eq!((t.reason, t.counts), ("timeout", true));
+    }
+
+    #[test]
+    fn listed_codes_retry_and_route_failures_fail_over() {
+        let r = retry_of(SmppError::Status(CommandStatus::EsmeRsyserr));
+        assert_eq!((r.counts, r.route_failure), (true, false));
+        assert_eq!(r.error.code, "smpp_0x00000008");
+        let f = retry_of(SmppError::Status(CommandStatus::EsmeRsubmitfail));
+        assert_eq!((f.counts, f.route_failure), (true, true));
     }
 
     #[test]
     fn other_statuses_fail_with_the_smpp_code() {
-        let Outcome::Fail(e) = classify(&SmppError::Status(CommandStatus::EsmeRinvdstadr)) else {
+        let Outcome::Fail(e) =
+            classify(&SmppError::Status(CommandStatus::EsmeRinvdstadr), &errors())
+        else {
             panic!("expected a permanent failure");
         };
         assert_eq!(e.code, "smpp_0x0000000b");

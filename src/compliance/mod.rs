@@ -5,6 +5,7 @@
 //! in here. First refusal wins, each with one stable code.
 
 mod caps;
+pub mod inbound;
 pub mod keywords;
 pub mod number;
 pub mod preferences;
@@ -23,7 +24,7 @@ use caps::FrequencyCaps;
 use rules::{CountryRules, QuietAction, SenderType};
 use templates::Templates;
 
-pub use keywords::MoKeywords;
+pub use inbound::InboundHandler;
 pub use number::{Recipient, parse_recipient};
 pub use preferences::Preferences;
 pub use rules::{RuleBook, RulesError};
@@ -129,6 +130,9 @@ pub struct Submission {
     pub client_ref: Option<String>,
     /// Webhook URL.
     pub callback_url: Option<String>,
+    /// The gateway's own answer to an MO keyword (STOP/START/HELP
+    /// confirmation): reaches the recipient even after their STOP.
+    pub keyword_reply: bool,
 }
 
 /// The admission stage: turns a [`Submission`] into a [`NewMessage`] or a
@@ -215,9 +219,9 @@ impl Admission {
             ))
         })?;
         let marketing = s.kind == Kind::Marketing;
+        let opt_out_exempt = s.keyword_reply || (s.kind == Kind::Otp && rules.otp_ignores_opt_out);
         if let Some(p) = &self.preferences {
-            let otp_exempt = s.kind == Kind::Otp && rules.otp_ignores_opt_out;
-            if !otp_exempt && p.is_opted_out(&s.account, &recipient.e164) {
+            if !opt_out_exempt && p.is_opted_out(&s.account, &recipient.e164) {
                 return Err(Refusal::OptedOut(
                     "The recipient opted out of this account's messages.".into(),
                 ));
@@ -270,6 +274,7 @@ impl Admission {
             callback_url: s.callback_url,
             send_at,
             expires_at,
+            opt_out_exempt,
         })
     }
 
@@ -422,6 +427,7 @@ mod tests {
             send_at: None,
             client_ref: None,
             callback_url: None,
+            keyword_reply: false,
         }
     }
 

@@ -127,7 +127,7 @@ impl SubmitGuard for Preferences {
     /// A message whose recipient opted out after it was accepted is stopped
     /// just before submit (one in-memory lookup).
     fn refuse(&self, m: &Message) -> Option<ErrorInfo> {
-        self.is_opted_out(&m.account, &m.to).then(|| {
+        (!m.opt_out_exempt && self.is_opted_out(&m.account, &m.to)).then(|| {
             ErrorInfo::new(
                 "opted_out",
                 "The recipient opted out after the message was accepted; it was not sent.",

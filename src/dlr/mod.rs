@@ -1,8 +1,8 @@
 //! The return path: deliver_sm from the carriers. Delivery receipts are
 //! matched to their message by the SMSC message id and applied to its status;
-//! mobile-originated messages are counted (keyword handling comes with the
-//! compliance engine). Every deliver_sm is acknowledged once its effect is
-//! stored.
+//! mobile-originated messages are counted and handed to a [`MoHandler`] (the
+//! compliance stage's keyword handling and inbound listing). Every deliver_sm
+//! is acknowledged once its effect is stored.
 //!
 //! A receipt can overtake the submit_sm_resp that carries its id (the SMSC
 //! answers on one path and reports on another). Such a receipt is parked and
@@ -53,8 +53,9 @@ pub struct MoMessage {
 /// What happens to inbound messages (keywords, later listings and webhooks).
 #[async_trait]
 pub trait MoHandler: Send + Sync {
-    /// Handles one MO message; returns once its effect is stored.
-    async fn handle(&self, carrier: &str, mo: MoMessage);
+    /// Handles one MO message; returns once its effect is stored. On error
+    /// the deliver_sm is not acknowledged, so the SMSC delivers it again.
+    async fn handle(&self, carrier: &str, mo: MoMessage) -> Result<(), crate::queue::StoreError>;
 }
 
 /// A receipt waiting for its SMSC id to be known.
@@ -101,8 +102,12 @@ async fn run(
                 None => {}
             }
         }
+        let mut mo_failed = false;
         for (carrier, m) in mos {
-            mo.handle(&carrier, m).await;
+            if let Err(e) = mo.handle(&carrier, m).await {
+                tracing::error!(error = %e, %carrier, "cannot store an inbound message");
+                mo_failed = true;
+            }
         }
         match match_and_apply(&queue, receipts).await {
             Ok(unmatched) => {
@@ -116,10 +121,17 @@ async fn run(
                 }
             }
             Err(e) => {
-                // Not acknowledged → the SMSC redelivers the receipts later.
-                tracing::error!(error = %e, "cannot store delivery receipts; not acknowledging");
+                // A temporary error → the SMSC redelivers the receipts later.
+                tracing::error!(error = %e, "cannot store delivery receipts; asking for redelivery");
+                acks.into_iter().for_each(DeliverAck::retry_later);
                 continue;
             }
+        }
+        if mo_failed {
+            // A temporary error → the SMSC redelivers the batch (receipts
+            // already applied are applied again harmlessly).
+            acks.into_iter().for_each(DeliverAck::retry_later);
+            continue;
         }
         acks.into_iter().for_each(DeliverAck::send);
     }

@@ -1,82 +1,102 @@
-//! The in-memory working set both stores share: messages that are not final
-//! yet, their priority queues, leases, the schedule and the SMSC-id index.
+//! The in-memory working set both stores share: the messages held in memory
+//! (ready ones in the scheduler's window, leased ones, submitted ones
+//! awaiting receipts), the schedule, and the SMSC-id → message index.
 //!
-//! [`MemoryStore`](super::MemoryStore) keeps finished messages here too; the
-//! durable store evicts them (they live on disk) so memory holds only work in
-//! progress.
+//! [`MemoryStore`](super::MemoryStore) keeps every message here; the durable
+//! store keeps only what is being worked on (finished, scheduled and paged-out
+//! ready messages live on disk), so memory stays bounded however deep the
+//! backlog.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 
-use super::store::{QueueDepths, Released};
 use crate::message::{Applied, Message, MessageId, Status, Transition};
 
-/// Messages in progress and the structures that order them.
+/// Messages in memory and the structures that find them.
 #[derive(Default)]
 pub(crate) struct ActiveSet {
     messages: HashMap<MessageId, Message>,
-    queues: [VecDeque<MessageId>; 3],
-    leased: HashSet<MessageId>,
     scheduled: BTreeSet<(DateTime<Utc>, MessageId)>,
     smsc_index: HashMap<(String, String), (MessageId, u32)>,
-    /// Keep final messages (memory store) or evict them (durable store).
-    keep_final: bool,
+    /// Keep every message (memory store) or only work in progress (durable store).
+    keep_all: bool,
 }
 
 impl ActiveSet {
-    /// An empty set; `keep_final` decides whether finished messages stay.
-    pub(crate) fn new(keep_final: bool) -> Self {
+    /// An empty set; `keep_all` keeps finished and scheduled messages too.
+    pub(crate) fn new(keep_all: bool) -> Self {
         Self {
-            keep_final,
+            keep_all,
             ..Self::default()
         }
     }
 
-    /// Adds a message: queued ones join the tail of their queue, scheduled ones
-    /// the schedule, submitted ones the SMSC-id index (recovery).
+    /// Adds a message: indexes its SMSC ids, puts a scheduled one on the
+    /// schedule, and holds it in memory (a scheduled one only when keeping all).
     pub(crate) fn insert(&mut self, m: Message) {
+        self.index(&m);
+        if let (Status::Scheduled, Some(at)) = (m.status, m.send_at) {
+            self.scheduled.insert((at, m.id));
+            if !self.keep_all {
+                return;
+            }
+        }
+        self.messages.insert(m.id, m);
+    }
+
+    /// Holds a message read from disk (to apply a transition to it),
+    /// whatever its status.
+    pub(crate) fn insert_held(&mut self, m: Message) {
+        self.index(&m);
+        self.messages.insert(m.id, m);
+    }
+
+    /// Indexes a message's SMSC ids without holding it (recovery of a
+    /// partly submitted message that waits on disk).
+    pub(crate) fn index(&mut self, m: &Message) {
         for (segment, s) in m.segments.iter().enumerate() {
             if let (Some(carrier), Some(smsc_id)) = (&m.carrier, &s.smsc_id) {
                 self.smsc_index
                     .insert((carrier.clone(), smsc_id.clone()), (m.id, segment as u32));
             }
         }
-        match (m.status, m.send_at) {
-            (Status::Scheduled, Some(at)) => {
-                self.scheduled.insert((at, m.id));
-            }
-            (Status::Queued, _) => self.queues[m.kind.index()].push_back(m.id),
-            _ => {}
-        }
-        self.messages.insert(m.id, m);
     }
 
-    /// A message in the set.
+    /// Puts a message on the schedule without holding it (recovery).
+    pub(crate) fn schedule(&mut self, at: DateTime<Utc>, id: MessageId) {
+        self.scheduled.insert((at, id));
+    }
+
+    /// A message held in memory.
     pub(crate) fn get(&self, id: &MessageId) -> Option<&Message> {
         self.messages.get(id)
     }
 
-    /// Leases up to `max` queued messages, highest priority first, counting an attempt.
-    pub(crate) fn lease(&mut self, max: usize) -> Vec<Message> {
-        let mut out = Vec::new();
-        for k in 0..self.queues.len() {
-            while out.len() < max {
-                let Some(id) = self.queues[k].pop_front() else {
-                    break;
-                };
-                if let Some(m) = self.messages.get_mut(&id) {
-                    m.attempts += 1;
-                    self.leased.insert(id);
-                    out.push(m.clone());
-                }
-            }
-        }
-        out
+    /// Whether the message is held in memory.
+    pub(crate) fn holds(&self, id: &MessageId) -> bool {
+        self.messages.contains_key(id)
     }
 
-    /// Applies one transition and keeps queues, leases, schedule and index in
-    /// step. `None` when the message is not in the set.
+    /// Stops holding ready messages that wait on disk (the scheduler's
+    /// window is full). A no-op when keeping all.
+    pub(crate) fn release_memory(&mut self, ids: &[MessageId]) {
+        if self.keep_all {
+            return;
+        }
+        for id in ids {
+            if self
+                .messages
+                .get(id)
+                .is_some_and(|m| m.status == Status::Queued)
+            {
+                self.messages.remove(id);
+            }
+        }
+    }
+
+    /// Applies one transition and keeps the schedule and index in step.
+    /// `None` when the message is not held.
     pub(crate) fn apply(&mut self, id: MessageId, t: &Transition) -> Option<(Message, Applied)> {
         let m = self.messages.get_mut(&id)?;
         let before = m.status;
@@ -92,56 +112,34 @@ impl ActiveSet {
             self.smsc_index
                 .insert((carrier.clone(), smsc_id.clone()), (id, *segment));
         }
-        let was_leased = self.leased.remove(&id);
-        match (t, m.status) {
-            (Transition::Requeue, Status::Queued) if was_leased => {
-                self.queues[m.kind.index()].push_front(id);
-            }
-            (Transition::Release, Status::Queued) if before == Status::Scheduled => {
-                if let Some(at) = m.send_at {
-                    self.scheduled.remove(&(at, id));
-                }
-                self.queues[m.kind.index()].push_back(id);
-            }
-            (_, Status::Queued) if was_leased => {
-                // Still being worked on (e.g. some segments accepted): keep the lease.
-                self.leased.insert(id);
-            }
-            (_, Status::Queued) => {}
-            (_, _) => {
-                if !was_leased && before == Status::Queued {
-                    self.queues[m.kind.index()].retain(|q| *q != id);
-                }
-                if before == Status::Scheduled
-                    && let Some(at) = m.send_at
-                {
-                    self.scheduled.remove(&(at, id));
-                }
-            }
+        if before == Status::Scheduled
+            && m.status != Status::Scheduled
+            && let Some(at) = m.send_at
+        {
+            self.scheduled.remove(&(at, id));
         }
-        if m.status.is_final() && !self.keep_final {
+        if m.status.is_final() && !self.keep_all {
             self.evict(&m);
         }
         Some((m, applied))
     }
 
-    /// Releases scheduled messages due at `now`; returns them (now queued).
-    pub(crate) fn release_due(&mut self, now: DateTime<Utc>) -> (Vec<Message>, Released) {
-        let mut out = Vec::new();
+    /// Takes up to `limit` scheduled messages due at `now` off the schedule;
+    /// returns their ids (to be released) and when the next one falls due.
+    pub(crate) fn take_due(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> (Vec<MessageId>, Option<DateTime<Utc>>) {
+        let mut due = Vec::new();
         while let Some(&(at, id)) = self.scheduled.first() {
-            if at > now {
+            if at > now || due.len() >= limit {
                 break;
             }
             self.scheduled.pop_first();
-            if let Some((m, Applied::StatusChanged(_))) = self.apply(id, &Transition::Release) {
-                out.push(m);
-            }
+            due.push(id);
         }
-        let released = Released {
-            released: out.len(),
-            next_due: self.scheduled.first().map(|(at, _)| *at),
-        };
-        (out, released)
+        (due, self.scheduled.first().map(|(at, _)| *at))
     }
 
     /// The message and segment an SMSC id belongs to.
@@ -151,17 +149,9 @@ impl ActiveSet {
             .copied()
     }
 
-    /// Current queue depths.
-    pub(crate) fn depths(&self) -> QueueDepths {
-        QueueDepths {
-            queued: [
-                self.queues[0].len(),
-                self.queues[1].len(),
-                self.queues[2].len(),
-            ],
-            leased: self.leased.len(),
-            scheduled: self.scheduled.len(),
-        }
+    /// Scheduled messages not yet due.
+    pub(crate) fn scheduled_count(&self) -> usize {
+        self.scheduled.len()
     }
 
     /// Stops tracking submitted messages whose receipt has not come by
@@ -179,7 +169,7 @@ impl ActiveSet {
         stale.into_iter().map(|m| m.id).collect()
     }
 
-    /// Drops a finished message and its index entries.
+    /// Drops a message and its index entries.
     fn evict(&mut self, m: &Message) {
         self.messages.remove(&m.id);
         if let Some(carrier) = &m.carrier {

@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 
 use super::active::ActiveSet;
 use super::store::{
-    AppliedTransition, IdempotencyRecord, Preference, PreferenceKind, QueueDepths, Released, Store,
-    StoreError,
+    AppliedTransition, IdempotencyRecord, InboundRecord, Preference, PreferenceKind, Released,
+    Store, StoreError,
 };
-use crate::message::{Message, MessageId, Transition};
+use crate::message::{Applied, Message, MessageId, Transition};
 
 /// A [`Store`] held in process memory.
 pub struct MemoryStore {
@@ -22,6 +22,7 @@ pub struct MemoryStore {
     active: Mutex<ActiveSet>,
     idempotency: Mutex<HashMap<(String, String), IdempotencyRecord>>,
     preferences: Mutex<HashMap<(PreferenceKind, String, String), Preference>>,
+    inbound: Mutex<Vec<InboundRecord>>,
 }
 
 impl MemoryStore {
@@ -31,6 +32,7 @@ impl MemoryStore {
             active: Mutex::new(ActiveSet::new(true)),
             idempotency: Mutex::new(HashMap::new()),
             preferences: Mutex::new(HashMap::new()),
+            inbound: Mutex::new(Vec::new()),
         }
     }
 
@@ -84,8 +86,14 @@ impl Store for MemoryStore {
         Ok(self.lock().get(&id).cloned())
     }
 
-    async fn lease(&self, max: usize) -> Result<Vec<Message>, StoreError> {
-        Ok(self.lock().lease(max))
+    fn held(&self, id: MessageId) -> Option<Message> {
+        self.lock().get(&id).cloned()
+    }
+
+    fn release_memory(&self, _ids: &[MessageId]) {}
+
+    fn pages(&self) -> bool {
+        false
     }
 
     async fn apply(
@@ -107,12 +115,20 @@ impl Store for MemoryStore {
         Ok(self.lock().find_by_smsc_id(carrier, smsc_id))
     }
 
-    async fn release_due(&self, now: DateTime<Utc>) -> Result<Released, StoreError> {
-        Ok(self.lock().release_due(now).1)
+    async fn release_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Released, StoreError> {
+        let mut active = self.lock();
+        let (due, next_due) = active.take_due(now, limit);
+        let messages = due
+            .into_iter()
+            .filter_map(|id| active.apply(id, &Transition::Release))
+            .filter(|(_, applied)| matches!(applied, Applied::StatusChanged(_)))
+            .map(|(m, _)| m)
+            .collect();
+        Ok(Released { messages, next_due })
     }
 
-    fn depths(&self) -> QueueDepths {
-        self.lock().depths()
+    fn scheduled_count(&self) -> usize {
+        self.lock().scheduled_count()
     }
 
     async fn save_preference(
@@ -134,5 +150,27 @@ impl Store for MemoryStore {
     async fn load_preferences(&self) -> Result<Vec<Preference>, StoreError> {
         let prefs = self.preferences.lock().unwrap_or_else(|p| p.into_inner());
         Ok(prefs.values().cloned().collect())
+    }
+
+    async fn save_inbound(&self, records: Vec<InboundRecord>) -> Result<(), StoreError> {
+        let mut inbound = self.inbound.lock().unwrap_or_else(|p| p.into_inner());
+        inbound.extend(records);
+        inbound.sort_by_key(|r| r.id);
+        Ok(())
+    }
+
+    async fn list_inbound(
+        &self,
+        account: &str,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<InboundRecord>, StoreError> {
+        let inbound = self.inbound.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(inbound
+            .iter()
+            .filter(|r| r.account == account && after.is_none_or(|a| r.id > a))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }

@@ -3,13 +3,16 @@
 //!
 //! Designed for a durable backend: writes come in batches (one commit per
 //! batch), every change to a message is a [`Transition`] applied atomically,
-//! and the queue is a lease/ack protocol so a crash between lease and ack
-//! loses nothing (leased messages are simply queued again on recovery).
+//! and a message stays `queued` in the store until a carrier's answer is
+//! committed, so a crash while it was in a carrier's hands loses nothing (it
+//! is simply ready again on recovery). The scheduling policy (priorities,
+//! fairness, routes) lives in the queue above; the store keeps the ready
+//! index it pages from.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::message::{Applied, Message, MessageId, Transition};
+use crate::message::{Applied, Kind, Message, MessageId, Transition};
 
 /// A store failure. The API maps it to 503; nothing is acknowledged on error.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -22,21 +25,31 @@ pub enum StoreError {
 /// How many messages wait where, for metrics and back-pressure.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueDepths {
-    /// Queued (ready) messages per kind, indexed by [`crate::message::Kind::index`].
+    /// Ready messages per kind (in memory, in the store, waiting out a retry
+    /// delay), indexed by [`crate::message::Kind::index`].
     pub queued: [usize; 3],
-    /// Messages leased to a carrier bind and not yet settled.
-    pub leased: usize,
     /// Scheduled messages not yet due.
     pub scheduled: usize,
 }
 
 /// The outcome of [`Store::release_due`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Released {
-    /// Messages moved from the schedule to their queue.
-    pub released: usize,
+    /// Messages moved from the schedule to `queued` (held in memory).
+    pub messages: Vec<Message>,
     /// When the next scheduled message falls due, if any.
     pub next_due: Option<DateTime<Utc>>,
+}
+
+/// A page of an account's ready messages, read from the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadyPage {
+    /// Ready messages that were not in memory, now held there, oldest first.
+    pub messages: Vec<Message>,
+    /// The highest id the read went through.
+    pub last: Option<MessageId>,
+    /// The read reached the end of the account's ready messages.
+    pub exhausted: bool,
 }
 
 /// The first answer to a request that carried an `Idempotency-Key`.
@@ -78,6 +91,27 @@ pub struct Preference {
     pub source: String,
 }
 
+/// An inbound (MO) message as the account it concerns sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InboundRecord {
+    /// Id (a ULID: sorts by arrival); the listing's cursor.
+    pub id: MessageId,
+    /// The account the number or sender written to belongs to.
+    pub account: String,
+    /// The handset, E.164 when it parsed, else as the SMSC gave it.
+    pub from: String,
+    /// The number or sender id it was written to.
+    pub to: String,
+    /// Decoded text.
+    pub text: String,
+    /// Carrier it came in on.
+    pub carrier: String,
+    /// The keyword it was (`stop`, `start`, `help`), if any.
+    pub keyword: Option<String>,
+    /// When the gateway received it.
+    pub received_at: DateTime<Utc>,
+}
+
 /// A message after a transition, with what the transition did.
 pub type AppliedTransition = Option<(Message, Applied)>;
 
@@ -103,14 +137,41 @@ pub trait Store: Send + Sync + 'static {
     /// Looks a message up by id.
     async fn get(&self, id: MessageId) -> Result<Option<Message>, StoreError>;
 
-    /// Leases up to `max` queued messages, highest-priority kind first, FIFO
-    /// within a kind. A leased message is not handed out again until a
-    /// transition requeues it or settles it.
-    async fn lease(&self, max: usize) -> Result<Vec<Message>, StoreError>;
+    /// The message if it is held in memory (cheap; the scheduler's lease path).
+    fn held(&self, id: MessageId) -> Option<Message>;
 
-    /// Applies transitions in one commit, maintaining queues, leases and the
-    /// SMSC-id index. Returns, per transition, the message after it (`None` for
-    /// an unknown id).
+    /// Stops holding these ready messages in memory: they wait on disk until
+    /// [`Store::page_ready`] brings them back.
+    fn release_memory(&self, ids: &[MessageId]);
+
+    /// Whether ready messages can wait on disk (and be paged back); when
+    /// not, the scheduler keeps every ready message in memory.
+    fn pages(&self) -> bool;
+
+    /// Up to `limit` of an account's ready messages of `kind` after id
+    /// `after`, oldest first, skipping those already in memory.
+    async fn page_ready(
+        &self,
+        _kind: Kind,
+        _account: &str,
+        _after: Option<MessageId>,
+        _limit: usize,
+    ) -> Result<ReadyPage, StoreError> {
+        Ok(ReadyPage {
+            exhausted: true,
+            ..ReadyPage::default()
+        })
+    }
+
+    /// Ready messages on disk and not in memory when the store opened, per
+    /// kind and account (the scheduler pages them in).
+    fn recovered_ready(&self) -> Vec<(Kind, String, usize)> {
+        Vec::new()
+    }
+
+    /// Applies transitions in one commit, maintaining the ready index, the
+    /// schedule and the SMSC-id index. Returns, per transition, the message
+    /// after it (`None` for an unknown id).
     async fn apply(
         &self,
         batch: Vec<(MessageId, Transition)>,
@@ -123,11 +184,11 @@ pub trait Store: Send + Sync + 'static {
         smsc_id: &str,
     ) -> Result<Option<(MessageId, u32)>, StoreError>;
 
-    /// Moves scheduled messages due at `now` into their queues.
-    async fn release_due(&self, now: DateTime<Utc>) -> Result<Released, StoreError>;
+    /// Moves up to `limit` scheduled messages due at `now` to `queued`.
+    async fn release_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Released, StoreError>;
 
-    /// Current queue depths (cheap; called on every metrics scrape).
-    fn depths(&self) -> QueueDepths;
+    /// Scheduled messages not yet due (cheap; called on every metrics scrape).
+    fn scheduled_count(&self) -> usize;
 
     /// Housekeeping: removes finished messages older than the retention and
     /// idempotency keys past their time, and stops waiting for receipts of
@@ -153,6 +214,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every stored preference (loaded into memory at start).
     async fn load_preferences(&self) -> Result<Vec<Preference>, StoreError>;
+
+    /// Stores inbound messages (one commit); durable on return. Retention
+    /// removes them with finished messages.
+    async fn save_inbound(&self, records: Vec<InboundRecord>) -> Result<(), StoreError>;
+
+    /// Up to `limit` of an account's inbound messages received after the one
+    /// with id `after` (from the oldest when `None`), oldest first.
+    async fn list_inbound(
+        &self,
+        account: &str,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<InboundRecord>, StoreError>;
 
     /// Flushes everything to disk before the process exits.
     async fn close(&self) -> Result<(), StoreError> {

@@ -13,8 +13,9 @@ use crate::queue::StoreError;
 pub(crate) enum Space {
     /// message id → postcard(Message): every message, until retention removes it.
     Messages = 0,
-    /// message id → (): messages not final yet (rebuilt into memory on start).
-    Active = 1,
+    /// message id → (): messages a carrier accepted (some segment has an SMSC
+    /// id) that are not final yet: rebuilt into memory on start for receipts.
+    Tracked = 1,
     /// done_at ms (BE) ++ id → (): finished messages in finishing order, for retention.
     Finished = 2,
     /// account ++ 0 ++ key → postcard(IdempotencyRecord).
@@ -23,15 +24,28 @@ pub(crate) enum Space {
     IdempotencyByTime = 4,
     /// kind byte ++ account ++ 0 ++ e164 → postcard(Preference): opt-outs and consents.
     Preferences = 5,
+    /// account ++ 0 ++ id → postcard(InboundRecord): MO messages per account, in arrival order.
+    Inbound = 6,
+    /// received ms (BE) ++ account ++ 0 ++ id → (): inbound messages in age order, for retention.
+    InboundByTime = 7,
+    /// kind byte ++ account ++ 0 ++ id → (): every `queued` message, per account in id order
+    /// (the scheduler pages from here).
+    Ready = 8,
+    /// send_at ms (BE) ++ id → (): every `scheduled` message in due order.
+    Scheduled = 9,
 }
 
-const SPACES: [&str; 6] = [
+const SPACES: [&str; 10] = [
     "messages",
-    "active",
+    "tracked",
     "finished",
     "idempotency",
     "idempotency_by_time",
     "preferences",
+    "inbound",
+    "inbound_by_time",
+    "ready",
+    "scheduled",
 ];
 
 /// One write of a batch.
@@ -115,6 +129,37 @@ impl Kv {
         self.space(s)
             .iter()
             .map(|g| g.key().map(|k| k.to_vec()).map_err(backend))
+            .collect()
+    }
+
+    /// Up to `limit` keys from `lower` (inclusive) to `upper` (exclusive), in order.
+    pub(crate) fn keys_between(
+        &self,
+        s: Space,
+        lower: &[u8],
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.space(s)
+            .range(lower..upper)
+            .take(limit)
+            .map(|g| g.key().map(|k| k.to_vec()).map_err(backend))
+            .collect()
+    }
+
+    /// Up to `limit` values with keys from `lower` (inclusive) to `upper`
+    /// (exclusive), in key order.
+    pub(crate) fn values_between(
+        &self,
+        s: Space,
+        lower: &[u8],
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.space(s)
+            .range(lower..upper)
+            .take(limit)
+            .map(|g| g.into_inner().map(|(_, v)| v.to_vec()).map_err(backend))
             .collect()
     }
 

@@ -2,20 +2,23 @@
 //! idempotency key is committed to an embedded database (fjall) before the
 //! caller hears "done", in group commits shared by concurrent requests.
 //!
-//! Work in progress (queued, scheduled, submitted-awaiting-receipt messages)
-//! is mirrored in memory ([`ActiveSet`]) so leasing, lookups by SMSC id and
-//! queue depths never touch the disk; on start it is rebuilt from the
-//! `active` keyspace. Finished messages live only on disk until retention
-//! removes them.
+//! Indexes kept in the same commits: `ready` (every `queued` message, per
+//! kind and account in id order — the scheduler pages from it), `scheduled`
+//! (by due time) and `tracked` (accepted by a carrier, awaiting receipts).
+//! Memory holds only work in progress ([`ActiveSet`]): the scheduler's
+//! window of ready messages, messages in a carrier's hands, submitted ones
+//! awaiting receipts, and the SMSC-id index. A backlog of a million ready
+//! messages is a million small index keys on disk, not a million objects.
 //!
-//! Crash semantics: a message leased to a bind is still `active` on disk, so
-//! after a crash it is queued again and resubmitted; duplicates are bounded by
-//! the submits in flight (window × binds), because a bind holds a window slot
-//! until the outcome of its submit is committed.
+//! Crash semantics: a message in a carrier's hands is still `queued` on
+//! disk, so after a crash it is ready again and resubmitted; duplicates are
+//! bounded by the submits in flight (window × binds), because a bind holds a
+//! window slot until the outcome of its submit is committed.
 
 mod kv;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -24,11 +27,11 @@ use chrono::{DateTime, Utc};
 
 use super::active::ActiveSet;
 use super::store::{
-    AppliedTransition, IdempotencyRecord, Preference, PreferenceKind, QueueDepths, Released, Store,
-    StoreError,
+    AppliedTransition, IdempotencyRecord, InboundRecord, Preference, PreferenceKind, ReadyPage,
+    Released, Store, StoreError,
 };
 use crate::config::{Durability, StoreConfig};
-use crate::message::{Applied, Message, MessageId, Transition};
+use crate::message::{Applied, Kind, Message, MessageId, Status, Transition};
 use crate::metrics::Metrics;
 use kv::{Kv, Space, Write};
 use writer::{Writer, committed};
@@ -42,6 +45,8 @@ pub struct DurableStore {
     kv: Arc<Kv>,
     writer: Arc<Writer>,
     metrics: Arc<Metrics>,
+    /// Ready messages found on disk at open, per kind and account.
+    recovered_ready: Vec<(Kind, String, usize)>,
 }
 
 fn codec(e: impl std::fmt::Display) -> StoreError {
@@ -63,6 +68,37 @@ fn time_key(at: DateTime<Utc>, rest: &[u8]) -> Vec<u8> {
     key.extend_from_slice(&ms.to_be_bytes());
     key.extend_from_slice(rest);
     key
+}
+
+/// `kind ++ account ++ 0`: the prefix of an account's ready messages of a kind.
+fn ready_prefix(kind: Kind, account: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + account.len() + 16);
+    k.push(kind.index() as u8);
+    k.extend_from_slice(account.as_bytes());
+    k.push(0);
+    k
+}
+
+/// `kind ++ account ++ 0 ++ id`: a ready message's index key.
+fn ready_key(m: &Message) -> Vec<u8> {
+    let mut k = ready_prefix(m.kind, &m.account);
+    k.extend_from_slice(&m.id.to_bytes());
+    k
+}
+
+/// Reads a `ready` key back into (kind, account, id).
+fn parse_ready_key(key: &[u8]) -> Option<(Kind, String, MessageId)> {
+    let kind = *Kind::ALL.get(usize::from(*key.first()?))?;
+    let split = key.len().checked_sub(17)?;
+    let account = std::str::from_utf8(key.get(1..split)?).ok()?.to_owned();
+    let id: [u8; 16] = key.get(split + 1..)?.try_into().ok()?;
+    Some((kind, account, MessageId::from_bytes(id)))
+}
+
+/// The id at the end of an index key.
+fn trailing_id(key: &[u8]) -> Option<MessageId> {
+    let id: [u8; 16] = key.get(key.len().checked_sub(16)?..)?.try_into().ok()?;
+    Some(MessageId::from_bytes(id))
 }
 
 /// `account ++ 0 ++ key`: the key of per-account records.
@@ -92,16 +128,39 @@ impl DurableStore {
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", path.display())))?;
         let kv = Arc::new(Kv::open(path)?);
         let mut active = ActiveSet::new(false);
-        let mut recovered = 0usize;
-        for key in kv.keys(Space::Active)? {
+        let mut tracked = 0usize;
+        for key in kv.keys(Space::Tracked)? {
             let Some(bytes) = kv.get(Space::Messages, &key)? else {
                 continue;
             };
             let message: Message = postcard::from_bytes(&bytes).map_err(codec)?;
-            active.insert(message);
-            recovered += 1;
+            if message.status == Status::Queued {
+                // Partly submitted: its receipts must match, but it waits in
+                // `ready` like any other ready message.
+                active.index(&message);
+            } else {
+                active.insert(message);
+            }
+            tracked += 1;
         }
-        tracing::info!(path = %path.display(), recovered, "durable store open");
+        let mut ready: HashMap<(Kind, String), usize> = HashMap::new();
+        for key in kv.keys(Space::Ready)? {
+            if let Some((kind, account, _)) = parse_ready_key(&key) {
+                *ready.entry((kind, account)).or_default() += 1;
+            }
+        }
+        let mut scheduled = 0usize;
+        for key in kv.keys(Space::Scheduled)? {
+            let (Some(ms), Some(id)) = (key.get(..8), trailing_id(&key)) else {
+                continue;
+            };
+            let ms = u64::from_be_bytes(ms.try_into().unwrap_or_default());
+            let at = DateTime::<Utc>::from_timestamp_millis(ms as i64).unwrap_or_default();
+            active.schedule(at, id);
+            scheduled += 1;
+        }
+        let ready_total: usize = ready.values().sum();
+        tracing::info!(path = %path.display(), tracked, ready = ready_total, scheduled, "durable store open");
         let writer = Arc::new(Writer::start(
             kv.clone(),
             durability == Durability::Fsync,
@@ -114,6 +173,7 @@ impl DurableStore {
             kv,
             writer,
             metrics,
+            recovered_ready: ready.into_iter().map(|((k, a), n)| (k, a, n)).collect(),
         })
     }
 
@@ -132,19 +192,57 @@ impl DurableStore {
             .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
     }
 
-    /// The writes that persist a message's new state.
-    fn persist(m: &Message, writes: &mut Vec<Write>) {
+    /// The writes that persist a message's new state (it was `before`),
+    /// keeping the ready, schedule and tracked indexes in step.
+    fn persist(m: &Message, before: Option<Status>, writes: &mut Vec<Write>) {
         let key = message_key(m.id);
         writes.push(Write::Put(Space::Messages, key.clone(), encode(m)));
+        let was = |s: Status| before == Some(s);
+        if m.status == Status::Queued && !was(Status::Queued) {
+            writes.push(Write::Put(Space::Ready, ready_key(m), Vec::new()));
+        }
+        if m.status != Status::Queued && was(Status::Queued) {
+            writes.push(Write::Delete(Space::Ready, ready_key(m)));
+        }
+        if let Some(at) = m.send_at {
+            if m.status == Status::Scheduled && !was(Status::Scheduled) {
+                writes.push(Write::Put(Space::Scheduled, time_key(at, &key), Vec::new()));
+            }
+            if m.status != Status::Scheduled && was(Status::Scheduled) {
+                writes.push(Write::Delete(Space::Scheduled, time_key(at, &key)));
+            }
+        }
+        let accepted = m.segments.iter().any(|s| s.smsc_id.is_some());
         if m.status.is_final() {
-            writes.push(Write::Delete(Space::Active, key.clone()));
+            writes.push(Write::Delete(Space::Tracked, key.clone()));
             let done = m.done_at.unwrap_or(m.created_at);
             writes.push(Write::Put(
                 Space::Finished,
                 time_key(done, &key),
                 Vec::new(),
             ));
+        } else if accepted {
+            writes.push(Write::Put(Space::Tracked, key, Vec::new()));
         }
+    }
+
+    /// Reads messages that are not in memory from disk.
+    async fn load(&self, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bytes = self
+            .read(move |kv| {
+                ids.iter()
+                    .map(|id| kv.get(Space::Messages, &message_key(*id)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        bytes
+            .into_iter()
+            .flatten()
+            .map(|b| postcard::from_bytes(&b).map_err(codec))
+            .collect()
     }
 
     /// Deletes up to [`COMPACT_BATCH`] entries of a time-ordered index older
@@ -181,9 +279,7 @@ impl Store for DurableStore {
     ) -> Result<(), StoreError> {
         let mut writes = Vec::with_capacity(messages.len() * 2 + 2);
         for m in &messages {
-            let key = message_key(m.id);
-            writes.push(Write::Put(Space::Messages, key.clone(), encode(m)));
-            writes.push(Write::Put(Space::Active, key, Vec::new()));
+            Self::persist(m, None, &mut writes);
         }
         if let Some(r) = &idempotency {
             let key = account_key(&r.account, &r.key);
@@ -225,24 +321,94 @@ impl Store for DurableStore {
             .transpose()
     }
 
-    async fn lease(&self, max: usize) -> Result<Vec<Message>, StoreError> {
-        Ok(self.lock().lease(max))
+    fn held(&self, id: MessageId) -> Option<Message> {
+        self.lock().get(&id).cloned()
+    }
+
+    fn release_memory(&self, ids: &[MessageId]) {
+        self.lock().release_memory(ids);
+    }
+
+    fn pages(&self) -> bool {
+        true
+    }
+
+    fn recovered_ready(&self) -> Vec<(Kind, String, usize)> {
+        self.recovered_ready.clone()
+    }
+
+    async fn page_ready(
+        &self,
+        kind: Kind,
+        account: &str,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<ReadyPage, StoreError> {
+        let prefix = ready_prefix(kind, account);
+        let mut lower = prefix.clone();
+        if let Some(after) = after {
+            lower.extend_from_slice(&after.to_bytes());
+            lower.push(0); // just past `after`'s own key
+        }
+        let mut upper = prefix;
+        if let Some(last) = upper.last_mut() {
+            *last = 1; // past every key of this kind and account
+        }
+        let keys = self
+            .read(move |kv| kv.keys_between(Space::Ready, &lower, &upper, limit))
+            .await?;
+        let ids: Vec<MessageId> = keys.iter().filter_map(|k| trailing_id(k)).collect();
+        let page_last = ids.last().copied();
+        let missing: Vec<MessageId> = {
+            let active = self.lock();
+            ids.into_iter().filter(|id| !active.holds(id)).collect()
+        };
+        let loaded = self.load(missing).await?;
+        let mut active = self.lock();
+        let mut messages = Vec::with_capacity(loaded.len());
+        for m in loaded {
+            if m.status == Status::Queued && !active.holds(&m.id) {
+                active.insert(m.clone());
+                messages.push(m);
+            }
+        }
+        Ok(ReadyPage {
+            messages,
+            last: page_last,
+            exhausted: keys.len() < limit,
+        })
     }
 
     async fn apply(
         &self,
         batch: Vec<(MessageId, Transition)>,
     ) -> Result<Vec<AppliedTransition>, StoreError> {
+        // Messages not in memory (scheduled ones, ready ones on disk) are read first.
+        let missing: Vec<MessageId> = {
+            let active = self.lock();
+            batch
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| !active.holds(id))
+                .collect()
+        };
+        let loaded = self.load(missing).await?;
         let mut writes = Vec::new();
         let mut results = Vec::with_capacity(batch.len());
         let done = {
             let mut active = self.lock();
+            for m in loaded {
+                if !active.holds(&m.id) && !m.status.is_final() {
+                    active.insert_held(m);
+                }
+            }
             for (id, t) in batch {
+                let before = active.get(&id).map(|m| m.status);
                 let result = active.apply(id, &t);
                 if let Some((m, applied)) = &result
                     && *applied != Applied::Ignored
                 {
-                    Self::persist(m, &mut writes);
+                    Self::persist(m, before, &mut writes);
                 }
                 results.push(result);
             }
@@ -264,25 +430,25 @@ impl Store for DurableStore {
         Ok(self.lock().find_by_smsc_id(carrier, smsc_id))
     }
 
-    async fn release_due(&self, now: DateTime<Utc>) -> Result<Released, StoreError> {
-        let (released, done) = {
-            let mut active = self.lock();
-            let (messages, released) = active.release_due(now);
-            let mut writes = Vec::new();
-            messages.iter().for_each(|m| Self::persist(m, &mut writes));
-            (
-                released,
-                (!writes.is_empty()).then(|| self.writer.submit(writes)),
-            )
-        };
-        if let Some(done) = done {
-            committed(done).await?;
-        }
-        Ok(released)
+    async fn release_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Released, StoreError> {
+        let (due, next_due) = self.lock().take_due(now, limit);
+        let batch = due
+            .into_iter()
+            .map(|id| (id, Transition::Release))
+            .collect();
+        let messages = self
+            .apply(batch)
+            .await?
+            .into_iter()
+            .flatten()
+            .filter(|(_, applied)| matches!(applied, Applied::StatusChanged(_)))
+            .map(|(m, _)| m)
+            .collect();
+        Ok(Released { messages, next_due })
     }
 
-    fn depths(&self) -> QueueDepths {
-        self.lock().depths()
+    fn scheduled_count(&self) -> usize {
+        self.lock().scheduled_count()
     }
 
     async fn compact(
@@ -303,8 +469,11 @@ impl Store for DurableStore {
                     idempotency_before,
                 )
                 .await?;
-            removed += n + m;
-            if n + m == 0 {
+            let i = self
+                .compact_index(Space::InboundByTime, Space::Inbound, finished_before)
+                .await?;
+            removed += n + m + i;
+            if n + m + i == 0 {
                 break;
             }
             tokio::task::yield_now().await;
@@ -314,7 +483,7 @@ impl Store for DurableStore {
         if !stale.is_empty() {
             let writes = stale
                 .iter()
-                .map(|id| Write::Delete(Space::Active, message_key(*id)))
+                .map(|id| Write::Delete(Space::Tracked, message_key(*id)))
                 .collect();
             committed(self.writer.submit(writes)).await?;
         }
@@ -343,6 +512,43 @@ impl Store for DurableStore {
 
     async fn load_preferences(&self) -> Result<Vec<Preference>, StoreError> {
         self.read(|kv| kv.values(Space::Preferences))
+            .await?
+            .iter()
+            .map(|b| postcard::from_bytes(b).map_err(codec))
+            .collect()
+    }
+
+    async fn save_inbound(&self, records: Vec<InboundRecord>) -> Result<(), StoreError> {
+        let mut writes = Vec::with_capacity(records.len() * 2);
+        for r in &records {
+            let mut key = account_key(&r.account, "");
+            key.extend_from_slice(&r.id.to_bytes());
+            writes.push(Write::Put(
+                Space::InboundByTime,
+                time_key(r.received_at, &key),
+                Vec::new(),
+            ));
+            writes.push(Write::Put(Space::Inbound, key, encode(r)));
+        }
+        committed(self.writer.submit(writes)).await
+    }
+
+    async fn list_inbound(
+        &self,
+        account: &str,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<InboundRecord>, StoreError> {
+        let prefix = account_key(account, "");
+        let mut lower = prefix.clone();
+        if let Some(after) = after {
+            // The smallest key greater than `after`'s own.
+            lower.extend_from_slice(&after.to_bytes());
+            lower.push(0);
+        }
+        let mut upper = account.as_bytes().to_vec();
+        upper.push(1);
+        self.read(move |kv| kv.values_between(Space::Inbound, &lower, &upper, limit))
             .await?
             .iter()
             .map(|b| postcard::from_bytes(b).map_err(codec))
@@ -386,8 +592,6 @@ mod tests {
                 .append(vec![a.clone(), b.clone()], None)
                 .await
                 .unwrap();
-            let leased = store.lease(1).await.unwrap();
-            assert_eq!(leased[0].id, a.id);
             store
                 .apply(vec![(
                     a.id,
@@ -403,7 +607,17 @@ mod tests {
             // No close(): as if the process died here.
         }
         let store = open(dir.path());
-        assert_eq!(store.depths().queued, [0, 0, 1], "b is queued again");
+        assert_eq!(
+            store.recovered_ready(),
+            vec![(Kind::Marketing, "a".to_owned(), 1)],
+            "b is ready again"
+        );
+        let page = store
+            .page_ready(Kind::Marketing, "a", None, 10)
+            .await
+            .unwrap();
+        assert_eq!(page.messages, vec![b.clone()]);
+        assert!(page.exhausted);
         assert_eq!(
             store.find_by_smsc_id("c", "ff01").await.unwrap(),
             Some((a.id, 0))
@@ -411,6 +625,79 @@ mod tests {
         assert_eq!(
             store.get(a.id).await.unwrap().unwrap().status,
             Status::Submitted
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ready_messages_page_in_id_order_and_skip_those_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let all: Vec<Message> = (0..5).map(|i| message(&format!("m{i}"))).collect();
+        {
+            let store = open(dir.path());
+            store.append(all.clone(), None).await.unwrap();
+            // Appended messages are held; the scheduler lets go of those it
+            // leaves on disk.
+            let ids: Vec<MessageId> = all[2..].iter().map(|m| m.id).collect();
+            store.release_memory(&ids);
+            assert!(store.held(all[0].id).is_some() && store.held(all[2].id).is_none());
+            let page = store
+                .page_ready(Kind::Marketing, "a", None, 2)
+                .await
+                .unwrap();
+            assert!(page.messages.is_empty(), "the first two are in memory");
+            assert_eq!(page.last, Some(all[1].id));
+            assert!(!page.exhausted);
+            let page = store
+                .page_ready(Kind::Marketing, "a", page.last, 10)
+                .await
+                .unwrap();
+            let got: Vec<MessageId> = page.messages.iter().map(|m| m.id).collect();
+            assert_eq!(got, ids);
+            assert!(page.exhausted && store.held(all[2].id).is_some());
+            assert!(
+                store
+                    .page_ready(Kind::Otp, "a", None, 10)
+                    .await
+                    .unwrap()
+                    .messages
+                    .is_empty(),
+                "other kinds have their own index"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scheduled_messages_wait_on_disk_and_are_released_when_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut later = message("later");
+        later.status = Status::Scheduled;
+        later.send_at = Some(Utc::now() + chrono::Duration::seconds(30));
+        {
+            let store = open(dir.path());
+            store.append(vec![later.clone()], None).await.unwrap();
+            assert!(store.held(later.id).is_none(), "not held in memory");
+        }
+        let store = open(dir.path());
+        assert_eq!(store.scheduled_count(), 1);
+        let r = store.release_due(Utc::now(), 10).await.unwrap();
+        assert!(r.messages.is_empty());
+        assert_eq!(
+            r.next_due,
+            later
+                .send_at
+                .map(|t| { DateTime::<Utc>::from_timestamp_millis(t.timestamp_millis()).unwrap() })
+        );
+        let due = Utc::now() + chrono::Duration::seconds(60);
+        let r = store.release_due(due, 10).await.unwrap();
+        assert_eq!(r.messages.len(), 1);
+        assert_eq!(r.messages[0].status, Status::Queued);
+        assert_eq!(store.scheduled_count(), 0);
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(store.scheduled_count(), 0, "the release was committed");
+        assert_eq!(
+            store.recovered_ready(),
+            vec![(Kind::Marketing, "a".to_owned(), 1)]
         );
     }
 
@@ -467,5 +754,58 @@ mod tests {
         let past = Utc::now() - chrono::Duration::days(1);
         assert_eq!(store.compact(past, future, past).await.unwrap(), 1);
         assert_eq!(store.idempotency("a", "k1").await.unwrap(), None);
+    }
+
+    fn inbound(account: &str, text: &str) -> InboundRecord {
+        InboundRecord {
+            id: MessageId::generate(),
+            account: account.into(),
+            from: "+447400123456".into(),
+            to: "ACME".into(),
+            text: text.into(),
+            carrier: "c".into(),
+            keyword: None,
+            received_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inbound_messages_are_listed_per_account_in_order_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<_> = ["one", "two", "three"]
+            .iter()
+            .map(|t| inbound("a", t))
+            .collect();
+        {
+            let store = open(dir.path());
+            store.save_inbound(records[..2].to_vec()).await.unwrap();
+            // "ab" sorts right after "a": its records must not leak into a's list.
+            store
+                .save_inbound(vec![inbound("ab", "other"), records[2].clone()])
+                .await
+                .unwrap();
+            // No close(): committed is enough.
+        }
+        let store = open(dir.path());
+        assert_eq!(store.list_inbound("a", None, 10).await.unwrap(), records);
+        assert_eq!(
+            store
+                .list_inbound("a", Some(records[0].id), 1)
+                .await
+                .unwrap(),
+            vec![records[1].clone()]
+        );
+        assert!(
+            store
+                .list_inbound("a", Some(records[2].id), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.list_inbound("ab", None, 10).await.unwrap().len(), 1);
+        let future = Utc::now() + chrono::Duration::seconds(1);
+        let past = Utc::now() - chrono::Duration::days(1);
+        assert_eq!(store.compact(future, past, past).await.unwrap(), 4);
+        assert!(store.list_inbound("a", None, 10).await.unwrap().is_empty());
     }
 }
