@@ -108,14 +108,22 @@ impl RateLimiter {
         {
             return;
         }
-        let sending = if s.measured > 0.0 {
-            s.measured.min(s.rate)
+        // Halve what is being sent: the rate in force, or when none is, what
+        // was measured over the last second (or so far in this one).
+        let sending = if s.rate.is_finite() {
+            s.rate
+        } else if s.measured > 0.0 {
+            s.measured
         } else {
-            s.rate.min(f64::from(s.window_count.max(1)))
+            f64::from(s.window_count.max(1))
         };
         s.rate = (sending / 2.0).max(MIN_RATE);
         s.target = if self.ceiling.is_finite() {
             self.ceiling
+        } else if s.target.is_finite() {
+            // Keep heading for where the first cut came from, so repeated
+            // cuts do not ratchet the target down with the rate.
+            s.target.max(s.rate * 2.0)
         } else {
             sending * 2.0
         };

@@ -18,7 +18,7 @@ use smsgate_loadtest::loadgen::{self, Config, KindMix, Mode, Overrides, TextMix}
 /// (HTTP, accept → submit_sm at smsc-sim, accept → final status), a table, report.json and
 /// latency.svg.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "loadgen", version)]
 struct Args {
     /// Scenario file (TOML); the flags below override it.
     #[arg(long)]

@@ -1,0 +1,302 @@
+//! Priority, fairness, validity, failover, throttling and error handling,
+//! asserted on the order and counts the simulator records over real SMPP
+//! (never on wall-clock timings).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, KEY};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use smsgate::config::{CarrierConfig, Config, RouteConfig};
+use smsgate_loadtest::sim::{SimConfig, Simulator, SubmitRecord};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Rules without consent, quiet hours or wording requirements, so marketing
+/// floods are admitted whatever the wall clock says.
+fn permissive_rules(config: &mut Config, dir: &std::path::Path) {
+    let path = dir.join("countries.toml");
+    let default_only = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/countries.toml"
+    ))
+    .expect("countries file")
+    .split("\n[countries.")
+    .next()
+    .expect("default section")
+    .to_owned();
+    std::fs::write(&path, default_only).expect("write countries");
+    config.compliance.countries = path;
+}
+
+fn marketing(to: &str, text: &str) -> Value {
+    json!({ "to": to, "from": "ACME", "text": text, "kind": "marketing" })
+}
+
+/// Sends `bodies` with `key`, 32 at a time; asserts every one is accepted.
+async fn send_all(h: &Harness, key: &str, bodies: Vec<Value>) {
+    let results: Vec<(u16, Value)> = futures::stream::iter(bodies)
+        .map(|b| h.post_as(key, "/v1/messages", b.to_string()))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for (status, body) in results {
+        assert_eq!(status, 202, "{body}");
+    }
+}
+
+fn number(i: usize) -> String {
+    format!("+447400{:06}", i % 1_000_000)
+}
+
+async fn wait_records(h: &Harness, what: &str, ok: impl Fn(&[SubmitRecord]) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !ok(&h.sim.submits()) {
+        if tokio::time::Instant::now() > deadline {
+            let metrics = h.metrics().await;
+            let interesting: Vec<&str> = metrics
+                .lines()
+                .filter(|l| {
+                    !l.starts_with('#')
+                        && (l.contains("queue_depth") || l.contains("errors") || l.contains("retries") || l.contains("rate_limit") || l.contains("inflight"))
+                })
+                .collect();
+            panic!(
+                "timed out waiting for {what}: {} records, sim {:?}\n{}",
+                h.sim.submits().len(),
+                h.sim.stats(),
+                interesting.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otps_overtake_a_marketing_backlog_at_a_throttled_carrier() {
+    let rules = tempfile::tempdir().expect("dir");
+    let h = Harness::start_with(
+        SimConfig {
+            throttle_tps: Some(100),
+            ..SimConfig::default()
+        },
+        2,
+        16,
+        |c| permissive_rules(c, rules.path()),
+    )
+    .await;
+    let flood = (0..5000).map(|i| marketing(&number(i), &format!("promo {i}"))).collect();
+    send_all(&h, KEY, flood).await;
+    let before = h.sim.submits().len();
+    assert!(before < 4000, "the backlog is still there ({before} sent)");
+    let otps = (0..20)
+        .map(|i| json!({ "to": number(900_000 + i), "from": "ACME", "text": format!("code {i}"), "kind": "otp" }))
+        .collect();
+    send_all(&h, KEY, otps).await;
+    wait_records(&h, "20 OTPs", |r| {
+        r.iter().filter(|s| s.text.starts_with("code ")).count() == 20
+    })
+    .await;
+    let records = h.sim.submits();
+    let last_otp = records
+        .iter()
+        .rposition(|s| s.text.starts_with("code "))
+        .expect("OTPs recorded");
+    let marketing_meanwhile = records[before..last_otp]
+        .iter()
+        .filter(|s| s.text.starts_with("promo "))
+        .count();
+    assert!(
+        marketing_meanwhile <= 200,
+        "{marketing_meanwhile} marketing messages reached the SMSC while the OTPs waited"
+    );
+    eprintln!(
+        "OTP wait behind a {} message backlog: {marketing_meanwhile} marketing submits",
+        5000 - before
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_account_is_not_stuck_behind_a_big_ones_blast() {
+    let rules = tempfile::tempdir().expect("dir");
+    let h = Harness::start_with(SimConfig::default(), 2, 16, |c| {
+        permissive_rules(c, rules.path());
+        c.carriers[0].tps = 200.0;
+    })
+    .await;
+    let blast = (0..5000).map(|i| marketing(&number(i), &format!("A {i}"))).collect();
+    send_all(&h, KEY, blast).await;
+    let small = (0..50)
+        .map(|i| marketing(&number(500_000 + i), &format!("B {i}")))
+        .collect();
+    send_all(&h, "other-key", small).await;
+    wait_records(&h, "B's 50", |r| {
+        r.iter().filter(|s| s.text.starts_with("B ")).count() == 50
+    })
+    .await;
+    let records = h.sim.submits();
+    let last_b = records
+        .iter()
+        .rposition(|s| s.text.starts_with("B "))
+        .expect("B recorded");
+    let a_before = records[..last_b]
+        .iter()
+        .filter(|s| s.text.starts_with("A "))
+        .count();
+    assert!(a_before < 1000, "B finished after A's {a_before}th message");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_otp_past_its_validity_is_never_sent() {
+    let h = Harness::start(SimConfig::default()).await;
+    h.sim.set_accepting(false);
+    h.sim.drop_connections();
+    h.wait_until(WAIT, || async { h.gateway.binds_up() == 0 }).await;
+    let id = h
+        .send_ok(json!({ "to": "+447400123123", "from": "ACME", "text": "code 1", "kind": "otp", "validity_s": 2 }))
+        .await;
+    let m = h.wait_status(&id, "expired", WAIT).await;
+    assert_eq!(m["error"]["code"], "validity_expired");
+    h.sim.set_accepting(true);
+    h.wait_until(WAIT, || async { h.gateway.binds_up() > 0 }).await;
+    // A message sent after it goes through; the expired one never does.
+    let after = h.send_ok(common::otp("+447400123124", "code 2")).await;
+    h.wait_status(&after, "delivered", WAIT).await;
+    assert!(
+        h.sim.submits().iter().all(|s| s.destination_addr != "447400123123"),
+        "the expired OTP was submitted"
+    );
+    h.stop().await;
+}
+
+/// A second carrier at `sim`, preferred after the harness's own ("sim").
+fn with_secondary(c: &mut Config, secondary: &Simulator) {
+    let mut second: CarrierConfig = c.carriers[0].clone();
+    second.name = "secondary".into();
+    second.url = format!("smpp://{}", secondary.smpp_addr());
+    c.carriers.push(second);
+    c.routes.push(RouteConfig {
+        country: Some("GB".into()),
+        prefix: None,
+        kind: None,
+        account: None,
+        carriers: vec!["sim".into(), "secondary".into()],
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_fails_over_to_the_secondary_and_returns_to_the_primary() {
+    let secondary = Simulator::start(SimConfig::default()).await.expect("sim");
+    let h = Harness::start_with(SimConfig::default(), 1, 16, |c| with_secondary(c, &secondary)).await;
+    h.wait_until(WAIT, || async { h.gateway.binds_up() == 2 }).await;
+    let batch = |tag: &str| {
+        (0..20)
+            .map(|i| common::otp(&number(700_000 + i), &format!("{tag} {i}")))
+            .collect::<Vec<_>>()
+    };
+    let count = |sim: &Simulator, tag: &str| {
+        sim.submits()
+            .iter()
+            .filter(|s| s.text.starts_with(tag))
+            .count()
+    };
+    send_all(&h, KEY, batch("first")).await;
+    h.wait_until(WAIT, || async { count(&h.sim, "first") == 20 }).await;
+    assert_eq!(count(&secondary, "first"), 0, "the primary takes it while up");
+
+    h.sim.set_accepting(false);
+    h.sim.drop_connections();
+    h.wait_until(WAIT, || async { h.gateway.binds_up() == 1 }).await;
+    send_all(&h, KEY, batch("second")).await;
+    h.wait_until(WAIT, || async { count(&secondary, "second") == 20 }).await;
+
+    h.sim.set_accepting(true);
+    h.wait_until(WAIT, || async { h.gateway.binds_up() == 2 }).await;
+    send_all(&h, KEY, batch("third")).await;
+    h.wait_until(WAIT, || async { count(&h.sim, "third") == 20 }).await;
+    assert_eq!(count(&secondary, "third"), 0, "back on the primary");
+    let m: Value = h.message(&h.send_ok(common::otp(&number(1), "which")).await).await;
+    let m = h
+        .wait_status(m["id"].as_str().expect("id"), "delivered", WAIT)
+        .await;
+    assert_eq!(m["carrier"], "sim", "the status names the carrier that took it");
+    h.stop().await;
+    secondary.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_smsc_gets_everything_exactly_once() {
+    let rules = tempfile::tempdir().expect("dir");
+    let h = Harness::start_with(
+        SimConfig {
+            throttle_tps: Some(200),
+            receipt_delay: smsgate_loadtest::sim::DelayDist::Fixed(Duration::from_millis(5)),
+            ..SimConfig::default()
+        },
+        2,
+        16,
+        |c| permissive_rules(c, rules.path()),
+    )
+    .await;
+    let all = (0..3000)
+        .map(|i| json!({ "to": number(i), "from": "ACME", "text": format!("t {i}"), "kind": "transactional" }))
+        .collect();
+    send_all(&h, KEY, all).await;
+    wait_records(&h, "3000 submits", |r| r.len() >= 3000).await;
+    let records = h.sim.submits();
+    let mut texts: Vec<&str> = records.iter().map(|s| s.text.as_str()).collect();
+    texts.sort_unstable();
+    texts.dedup();
+    assert_eq!(texts.len(), 3000, "every message reached the SMSC");
+    assert_eq!(records.len(), 3000, "none twice (no crash, so no duplicates)");
+    let stats = h.sim.stats();
+    assert!(stats.submits_throttled > 0, "the SMSC did throttle");
+    let metrics = h.metrics().await;
+    assert!(
+        common::metric_sum(&metrics, "smsgate_throttle_events_total", &["throttled"]) > 0.0,
+        "throttling was seen"
+    );
+    h.wait_until(WAIT, || async {
+        common::metric_sum(&h.metrics().await, "smsgate_messages_delivered_total", &[]) >= 3000.0
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_error_fails_at_once_and_a_transient_one_gives_up_after_the_limit() {
+    let h = Harness::start(SimConfig {
+        error_injection: vec![(1.0, 0x0B)],
+        ..SimConfig::default()
+    })
+    .await;
+    let id = h.send_ok(common::otp("+447400222333", "code")).await;
+    let m = h.wait_status(&id, "failed", WAIT).await;
+    assert_eq!(m["error"]["code"], "smpp_0x0000000b");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.sim.stats().submits_error, 1, "no retry");
+    h.stop().await;
+
+    let h = Harness::start_with(
+        SimConfig {
+            error_injection: vec![(1.0, 0x08)],
+            ..SimConfig::default()
+        },
+        1,
+        16,
+        |c| {
+            c.scheduler.retry_base_ms = 20;
+            c.scheduler.max_attempts = 3;
+        },
+    )
+    .await;
+    let id = h.send_ok(common::otp("+447400222334", "code")).await;
+    let m = h.wait_status(&id, "failed", WAIT).await;
+    assert_eq!(m["error"]["code"], "smpp_0x00000008");
+    assert_eq!(h.sim.stats().submits_error, 3, "three attempts, then no more");
+    h.stop().await;
+}
