@@ -62,6 +62,40 @@ pub struct Config {
     /// Queue scheduling: memory window, retries.
     #[serde(default)]
     pub scheduler: SchedulerConfig,
+    /// Status webhook delivery.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+}
+
+/// How status webhooks are delivered.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Seconds allowed for one POST (connect included).
+    pub timeout_s: u64,
+    /// First retry delay in milliseconds (doubling, with jitter).
+    pub retry_base_ms: u64,
+    /// Longest retry delay in milliseconds.
+    pub retry_max_ms: u64,
+    /// Hours after which an undeliverable webhook is given up.
+    pub give_up_hours: u64,
+    /// Most POSTs in flight to one host.
+    pub per_host: usize,
+    /// Most POSTs in flight overall.
+    pub concurrency: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            timeout_s: 10,
+            retry_base_ms: 1000,
+            retry_max_ms: 600_000,
+            give_up_hours: 24,
+            per_host: 4,
+            concurrency: 64,
+        }
+    }
 }
 
 /// One routing rule: the messages it matches go to `carriers`, the first
@@ -124,6 +158,8 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted; larger bodies get 413 `payload_too_large`.
     pub max_body_bytes: usize,
+    /// Largest body of `POST /v1/messages/batch` (up to 1,000 messages).
+    pub max_batch_body_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -131,6 +167,7 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024,
+            max_batch_body_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -311,6 +348,32 @@ pub struct AccountConfig {
     /// kind (weighted round robin; default 1).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Key of the `X-Smsgate-Signature` HMAC-SHA256 on this account's status
+    /// webhooks (webhooks are sent unsigned without one).
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    /// Where status webhooks go when a message names no `callback_url`.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// Sender used when a request gives no `from`.
+    #[serde(default)]
+    pub default_from: Option<String>,
+    /// Send limits: a rate with a burst, and a daily quota.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// An account's send limits; 0 means none.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Messages per second, sustained (the token bucket's refill rate; 0 = no limit).
+    pub messages_per_s: f64,
+    /// Messages that may go at once (the bucket's size; 0 = one second's worth, at least 1).
+    pub burst: u32,
+    /// Most messages accepted per UTC day (0 = no quota). Counted in memory:
+    /// a restart forgets the day's count.
+    pub daily_quota: u64,
 }
 
 fn default_weight() -> u32 {
@@ -351,6 +414,18 @@ pub struct TemplateConfig {
 }
 
 impl AccountConfig {
+    /// Checks the send limits.
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        let rate = self.limits.messages_per_s;
+        if !(rate >= 0.0 && rate.is_finite()) {
+            return Err(ConfigError::Invalid(format!(
+                "account {}: limits.messages_per_s must be 0 (no limit) or positive",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
     /// The SHA-256 of this account's key, from whichever field is set.
     pub fn key_hash(&self) -> Result<[u8; 32], ConfigError> {
         match (&self.api_key_sha256, &self.api_key) {
@@ -413,9 +488,6 @@ pub struct CarrierConfig {
     /// Longest reconnect delay in milliseconds.
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
-    /// Milliseconds to pause a bind after the SMSC says throttled (0x58) or queue full (0x14).
-    #[serde(default = "default_throttle_pause_ms")]
-    pub throttle_pause_ms: u64,
     /// Most submit_sm per second across all binds of this carrier (0: no
     /// limit until the SMSC throttles). Cut on 0x58 and regained gradually.
     #[serde(default)]
@@ -426,6 +498,9 @@ pub struct CarrierConfig {
     /// How its SMPP error codes are treated.
     #[serde(default)]
     pub errors: CarrierErrors,
+    /// The SMSC's dialect: message-id forms, multipart receipts, encoding.
+    #[serde(default)]
+    pub profile: crate::carrier::profile::CarrierProfile,
 }
 
 fn default_queue_full_pause_ms() -> u64 {
@@ -479,9 +554,6 @@ fn default_reconnect_min_ms() -> u64 {
 fn default_reconnect_max_ms() -> u64 {
     10_000
 }
-fn default_throttle_pause_ms() -> u64 {
-    200
-}
 
 impl CarrierConfig {
     /// Response timeout as a duration.
@@ -515,6 +587,7 @@ impl Config {
         }
         for account in &self.accounts {
             account.key_hash()?;
+            account.check_limits()?;
         }
         for c in &self.carriers {
             if c.binds == 0 || c.window == 0 {

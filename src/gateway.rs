@@ -55,6 +55,7 @@ pub struct Gateway {
     dlr: JoinHandle<()>,
     scheduler_stop: CancellationToken,
     scheduler: JoinHandle<()>,
+    webhooks: JoinHandle<()>,
     housekeeping_stop: CancellationToken,
     housekeeping: JoinHandle<()>,
 }
@@ -110,6 +111,13 @@ impl Gateway {
 
         let scheduler_stop = CancellationToken::new();
         let scheduler = tokio::spawn(queue.clone().run_scheduler(scheduler_stop.clone()));
+        let webhooks = dlr::webhooks::spawn(
+            queue.clone(),
+            metrics.clone(),
+            config.webhooks.clone(),
+            &config.accounts,
+            scheduler_stop.clone(),
+        );
 
         let (inbound_tx, inbound_rx) = mpsc::channel(dlr::INBOUND_CAPACITY);
         let admission = Arc::new(
@@ -123,7 +131,15 @@ impl Gateway {
             metrics.clone(),
             &config.accounts,
         ));
-        let dlr = dlr::spawn(queue.clone(), metrics.clone(), keywords, inbound_rx);
+        let dead_letters = dlr::DeadLetters::default();
+        let dlr = dlr::spawn(
+            queue.clone(),
+            metrics.clone(),
+            keywords,
+            &config.carriers,
+            dead_letters.clone(),
+            inbound_rx,
+        );
         let carriers = Carriers::start(
             &config.carriers,
             queue.clone(),
@@ -144,8 +160,10 @@ impl Gateway {
             binds_up: carriers.binds_up_handle(),
             concat_ref: Arc::new(AtomicU8::new(rand::random())),
             max_body_bytes: config.http.max_body_bytes,
+            max_batch_body_bytes: config.http.max_batch_body_bytes,
             idempotency: Arc::default(),
             idempotency_window: chrono::Duration::hours(i64::from(config.store.idempotency_hours)),
+            dead_letters,
         };
         let addr = config.http.listen;
         let listener = TcpListener::bind(addr)
@@ -177,6 +195,7 @@ impl Gateway {
             dlr,
             scheduler_stop,
             scheduler,
+            webhooks,
             housekeeping_stop,
             housekeeping,
         })
@@ -222,6 +241,7 @@ impl Gateway {
         let _ = self.dlr.await;
         self.scheduler_stop.cancel();
         let _ = self.scheduler.await;
+        let _ = self.webhooks.await;
         self.housekeeping_stop.cancel();
         let _ = self.housekeeping.await;
         if let Err(e) = self.queue.close().await {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dlr;
 pub mod encoding;
 pub mod gateway;
+pub mod logging;
 pub mod message;
 pub mod metrics;
 pub mod queue;

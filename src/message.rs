@@ -309,6 +309,9 @@ pub enum Transition {
         error: Option<String>,
         /// When the receipt arrived.
         at: DateTime<Utc>,
+        /// Which segments the carrier reports on (its profile): with `first`
+        /// or `last`, that segment's receipt stands for the whole message.
+        multipart: MultipartReceipts,
     },
     /// Hand the message back to its queue at once, no attempt counted
     /// (throttled, disconnected, shutting down).
@@ -337,6 +340,31 @@ pub enum Transition {
     },
     /// A scheduled message's time has come.
     Release,
+}
+
+/// Which segments of a concatenated message an SMSC sends receipts for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MultipartReceipts {
+    /// Every segment gets its own receipt; the message is delivered when all are.
+    #[default]
+    All,
+    /// Only the first segment's id is reported; its receipt settles the message.
+    First,
+    /// Only the last segment's id is reported; its receipt settles the message.
+    Last,
+}
+
+impl MultipartReceipts {
+    /// Whether a receipt for `segment` (0-based, of `count`) stands for the
+    /// whole message.
+    pub fn reported_by(self, segment: u32, count: usize) -> bool {
+        match self {
+            MultipartReceipts::All => false,
+            MultipartReceipts::First => segment == 0,
+            MultipartReceipts::Last => segment as usize + 1 == count,
+        }
+    }
 }
 
 /// What [`Message::apply`] did.
@@ -394,6 +422,38 @@ impl Message {
             .map(|(i, _)| i as u32)
     }
 
+    /// The webhook rank of its status: 1 for `submitted`, 2 for a final
+    /// status, `None` for statuses that send no webhook (scheduled, queued).
+    /// Events of one message are delivered in rank order.
+    pub fn webhook_rank(&self) -> Option<u8> {
+        match self.status {
+            Status::Submitted => Some(1),
+            s if s.is_final() => Some(2),
+            _ => None,
+        }
+    }
+
+    /// The status webhook body for the current status (the HTTP API's
+    /// contract): `{id, status, client_ref, error, timestamp,
+    /// segments_delivered, segments}`.
+    pub fn webhook_body(&self, at: DateTime<Utc>) -> Vec<u8> {
+        let delivered = self
+            .segments
+            .iter()
+            .filter(|s| s.state == SegmentState::Delivered)
+            .count();
+        let body = serde_json::json!({
+            "id": self.id.to_string(),
+            "status": self.status,
+            "client_ref": self.client_ref,
+            "error": self.error,
+            "timestamp": at,
+            "segments_delivered": delivered,
+            "segments": self.segments.len(),
+        });
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
     /// SMSC ids of the accepted segments, in segment order.
     pub fn smsc_message_ids(&self) -> Vec<String> {
         self.segments
@@ -434,7 +494,9 @@ impl Message {
                 state,
                 error,
                 at,
+                multipart,
             } => {
+                let count = self.segments.len();
                 let Some(seg) = self.segments.get_mut(*segment as usize) else {
                     return Applied::Ignored;
                 };
@@ -444,6 +506,9 @@ impl Message {
                 seg.state = new_state;
                 if error.is_some() {
                     seg.error = error.clone();
+                }
+                if multipart.reported_by(*segment, count) {
+                    self.settle_unreported(new_state, error);
                 }
                 self.aggregate_receipts(*at);
             }
@@ -496,6 +561,20 @@ impl Message {
             Applied::StatusChanged(before)
         } else {
             Applied::Recorded
+        }
+    }
+
+    /// The receipt of the one segment a `first`/`last` carrier reports on
+    /// stands for the others it accepted: they take its state. Segments not
+    /// yet accepted (a partial submit being retried) keep waiting to be sent.
+    fn settle_unreported(&mut self, state: SegmentState, error: &Option<String>) {
+        for seg in &mut self.segments {
+            if seg.state == SegmentState::Submitted {
+                seg.state = state;
+                if error.is_some() {
+                    seg.error = error.clone();
+                }
+            }
         }
     }
 
@@ -590,11 +669,21 @@ mod tests {
     }
 
     fn receipt(m: &mut Message, segment: u32, state: ReceiptState) -> Applied {
+        receipt_in(m, segment, state, MultipartReceipts::All)
+    }
+
+    fn receipt_in(
+        m: &mut Message,
+        segment: u32,
+        state: ReceiptState,
+        multipart: MultipartReceipts,
+    ) -> Applied {
         m.apply(&Transition::SegmentReceipt {
             segment,
             state,
             error: None,
             at: Utc::now(),
+            multipart,
         })
     }
 
@@ -642,6 +731,60 @@ mod tests {
         receipt(&mut m, 0, ReceiptState::Enroute);
         receipt(&mut m, 0, ReceiptState::Accepted);
         assert_eq!(m.status, Status::Submitted);
+    }
+
+    #[test]
+    fn first_mode_settles_the_message_on_the_first_segments_receipt() {
+        let mut m = message(4);
+        (0..4).for_each(|s| accept(&mut m, s));
+        // A receipt for another segment is that segment's own news.
+        receipt_in(&mut m, 2, ReceiptState::Delivered, MultipartReceipts::First);
+        assert_eq!(m.status, Status::Submitted);
+        receipt_in(&mut m, 0, ReceiptState::Delivered, MultipartReceipts::First);
+        assert_eq!(m.status, Status::Delivered);
+        assert!(m.segments.iter().all(|s| s.state == SegmentState::Delivered));
+
+        let mut m = message(4);
+        (0..4).for_each(|s| accept(&mut m, s));
+        receipt_in(&mut m, 0, ReceiptState::Expired, MultipartReceipts::First);
+        assert_eq!(m.status, Status::Expired);
+    }
+
+    #[test]
+    fn last_mode_waits_for_the_last_segment() {
+        let mut m = message(4);
+        (0..4).for_each(|s| accept(&mut m, s));
+        receipt_in(&mut m, 0, ReceiptState::Enroute, MultipartReceipts::Last);
+        receipt_in(&mut m, 3, ReceiptState::Enroute, MultipartReceipts::Last);
+        assert_eq!(m.status, Status::Submitted);
+        receipt_in(&mut m, 3, ReceiptState::Delivered, MultipartReceipts::Last);
+        assert_eq!(m.status, Status::Delivered);
+
+        let mut m = message(3);
+        (0..3).for_each(|s| accept(&mut m, s));
+        receipt_in(&mut m, 2, ReceiptState::Undeliverable, MultipartReceipts::Last);
+        assert_eq!(m.status, Status::Undeliverable);
+    }
+
+    #[test]
+    fn a_settling_receipt_leaves_segments_not_yet_sent_alone() {
+        let mut m = message(3);
+        accept(&mut m, 0);
+        accept(&mut m, 1);
+        receipt_in(&mut m, 0, ReceiptState::Delivered, MultipartReceipts::First);
+        assert_eq!(m.status, Status::Queued);
+        assert_eq!(m.pending_segments().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(m.segments[1].state, SegmentState::Delivered);
+    }
+
+    #[test]
+    fn reported_by_picks_the_segment_each_mode_reports() {
+        assert!(!MultipartReceipts::All.reported_by(0, 4));
+        assert!(MultipartReceipts::First.reported_by(0, 4));
+        assert!(!MultipartReceipts::First.reported_by(3, 4));
+        assert!(MultipartReceipts::Last.reported_by(3, 4));
+        assert!(!MultipartReceipts::Last.reported_by(0, 4));
+        assert!(MultipartReceipts::Last.reported_by(0, 1));
     }
 
     #[test]

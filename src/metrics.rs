@@ -50,6 +50,8 @@ pub struct Metrics {
     pub mo_received: IntCounterVec,
     /// Inbound keywords acted on (stop, start, help).
     pub mo_keywords: IntCounterVec,
+    /// Status webhook attempts by outcome (delivered, retried, abandoned).
+    pub webhooks: IntCounterVec,
     /// Successful binds, by carrier.
     pub binds_total: IntCounterVec,
     /// Accept → last segment's submit_sm_resp, by kind.
@@ -60,6 +62,8 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     /// Ready messages in memory by kind and the carrier their route takes now.
     pub queue_depth_by_carrier: IntGaugeVec,
+    /// Ready messages held in memory by kind (the rest wait in the store).
+    pub queue_in_memory: IntGaugeVec,
     /// Ready → handed to a bind, by kind.
     pub time_in_queue: HistogramVec,
     /// 0x58/0x14 answers that cut a carrier's rate, by carrier and reason.
@@ -234,6 +238,11 @@ impl Metrics {
                 "Inbound (mobile-originated) messages received.",
                 &["carrier"],
             ),
+            webhooks: counter(
+                "smsgate_webhooks_total",
+                "Status webhook attempts by outcome (delivered, retried, abandoned).",
+                &["outcome"],
+            ),
             mo_keywords: counter(
                 "smsgate_mo_keywords_total",
                 "Inbound keywords acted on, by keyword (stop, start, help).",
@@ -263,6 +272,11 @@ impl Metrics {
                 "smsgate_queue_depth_by_carrier",
                 "Ready messages in memory by kind and the carrier their route takes now (none: no carrier up).",
                 &["kind", "carrier"],
+            ),
+            queue_in_memory: gauge(
+                "smsgate_queue_in_memory",
+                "Ready messages held in memory, by kind (the rest of the backlog waits in the store).",
+                &["kind"],
             ),
             time_in_queue: histogram(
                 "smsgate_time_in_queue_seconds",

@@ -17,6 +17,7 @@ use smsgate_loadtest::sim::SimConfig;
 /// `src/api/openapi.rs`).
 const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/messages"),
+    ("post", "/v1/messages/batch"),
     ("get", "/v1/messages/{id}"),
     ("get", "/v1/inbound"),
     ("get", "/v1/opt-outs/{e164}"),
@@ -26,6 +27,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/consents/{e164}"),
     ("delete", "/v1/consents/{e164}"),
     ("post", "/admin/reload"),
+    ("get", "/admin/dlr/unmatched"),
     ("get", "/metrics"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -347,11 +349,17 @@ async fn every_documented_operation_answers_as_documented() {
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let mut req = h.http.request(m, &url).bearer_auth(KEY);
         if op.get("requestBody").is_some() {
-            // The documented example body of POST /v1/messages.
-            req = req.header("content-type", "application/json").body(
-                json!({ "to": TO, "from": "ACME", "text": "Hello", "kind": "transactional" })
-                    .to_string(),
-            );
+            // The documented example body of POST /v1/messages (a batch of it).
+            let message =
+                json!({ "to": TO, "from": "ACME", "text": "Hello", "kind": "transactional" });
+            let body = if path == "/v1/messages/batch" {
+                json!({ "messages": [message] })
+            } else {
+                message
+            };
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
         }
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();

@@ -300,3 +300,52 @@ async fn a_permanent_error_fails_at_once_and_a_transient_one_gives_up_after_the_
     assert_eq!(h.sim.stats().submits_error, 3, "three attempts, then no more");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_backlog_waits_in_the_store_and_pages_in_oldest_first() {
+    let rules = tempfile::tempdir().expect("dir");
+    let h = Harness::start_with(SimConfig::default(), 1, 16, |c| {
+        permissive_rules(c, rules.path());
+        c.scheduler.window_per_queue = 100;
+        c.scheduler.page_size = 50;
+    })
+    .await;
+    h.sim.set_accepting(false);
+    h.sim.drop_connections();
+    h.wait_until(WAIT, || async { h.gateway.binds_up() == 0 }).await;
+    // Sent one at a time so the acceptance order is the id order.
+    for i in 0..3000 {
+        let (status, body) = h
+            .post_as(KEY, "/v1/messages", marketing(&number(i), &format!("p {i}")).to_string())
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let metrics = h.metrics().await;
+    assert_eq!(
+        common::metric_sum(&metrics, "smsgate_queue_depth{", &["marketing"]),
+        3000.0
+    );
+    let in_memory = common::metric_sum(&metrics, "smsgate_queue_in_memory", &["marketing"]);
+    assert!(in_memory <= 100.0, "{in_memory} held in memory with a window of 100");
+
+    h.sim.set_accepting(true);
+    wait_records(&h, "3000 submits", |r| r.len() >= 3000).await;
+    let order: Vec<usize> = h
+        .sim
+        .submits()
+        .iter()
+        .filter_map(|s| s.text.strip_prefix("p ")?.parse().ok())
+        .collect();
+    assert_eq!(order.len(), 3000, "every message once");
+    // One bind with a window of 16: submits may overtake each other only
+    // within the window.
+    let out_of_order = order.windows(2).filter(|w| w[1] < w[0]).count();
+    let max_jump = order
+        .iter()
+        .enumerate()
+        .map(|(pos, &i)| pos.abs_diff(i))
+        .max()
+        .unwrap_or(0);
+    assert!(max_jump <= 16, "paged in oldest first (max displacement {max_jump}, {out_of_order} inversions)");
+    h.stop().await;
+}

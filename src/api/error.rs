@@ -97,6 +97,37 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "idempotency_conflict", message)
     }
 
+    /// 429 `rate_limited`: over the account's messages-per-second limit.
+    pub fn rate_limited(account: &str, wait: std::time::Duration) -> Self {
+        let secs = retry_after_secs(wait);
+        Self {
+            retry_after: Some(secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "Account {account} is over its rate limit; nothing was accepted. Retry in {secs} s."
+                ),
+            )
+        }
+    }
+
+    /// 429 `quota_exceeded`: the account's daily quota has fewer than the
+    /// request's messages left (it resets at 00:00 UTC).
+    pub fn quota_exceeded(account: &str, quota: u64, left: u64, wait: std::time::Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs(wait)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota_exceeded",
+                format!(
+                    "Account {account} has {left} of its daily quota of {quota} messages left; \
+                     nothing was accepted. The quota resets at 00:00 UTC."
+                ),
+            )
+        }
+    }
+
     /// 503 `not_ready`.
     pub fn not_ready(message: impl Into<String>) -> Self {
         Self {
@@ -104,6 +135,12 @@ impl ApiError {
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
         }
     }
+}
+
+/// Whole seconds for `Retry-After`: rounded up, at least 1.
+fn retry_after_secs(wait: std::time::Duration) -> u32 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
 }
 
 impl From<Refusal> for ApiError {

@@ -10,8 +10,12 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use super::error::ApiError;
 
-/// A request body parsed as JSON into `T`.
+/// A request body parsed as JSON into `T` (at most `http.max_body_bytes`).
 pub struct ApiJson<T>(pub T);
+
+/// A `POST /v1/messages/batch` body parsed as JSON into `T` (at most
+/// `http.max_batch_body_bytes`; the route carries that body limit).
+pub struct BatchJson<T>(pub T);
 
 impl<T> FromRequest<AppState> for ApiJson<T>
 where
@@ -20,15 +24,37 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(state.max_body_bytes)
-            } else {
-                ApiError::malformed(format!("The request body could not be read: {rejection}."))
-            }
-        })?;
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::malformed(format!("The request body is not valid: {e}.")))
+        read(req, state, state.max_body_bytes).await.map(ApiJson)
     }
+}
+
+impl<T> FromRequest<AppState> for BatchJson<T>
+where
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        read(req, state, state.max_batch_body_bytes)
+            .await
+            .map(BatchJson)
+    }
+}
+
+/// Reads the body (whose size limit the router's `DefaultBodyLimit` layers
+/// enforce; `limit` names it in the 413) and parses it.
+async fn read<T: DeserializeOwned>(
+    req: Request,
+    state: &AppState,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::malformed(format!("The request body could not be read: {rejection}."))
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::malformed(format!("The request body is not valid: {e}.")))
 }

@@ -1,8 +1,8 @@
 //! `POST /v1/messages` and `GET /v1/messages/{id}`.
 
-use std::sync::atomic::Ordering;
-
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::auth::Account;
+use super::auth::{Account, AccountSettings};
 use super::error::ApiError;
 use super::idempotency;
 use super::json::ApiJson;
 use crate::compliance::Submission;
 use crate::encoding::Encoding;
+use crate::logging::mask;
 use crate::message::{ErrorInfo, Kind, Message, MessageId, Status};
 use crate::queue::IdempotencyRecord;
 
@@ -28,9 +29,10 @@ pub struct SendRequest {
     /// Recipient, E.164.
     #[schema(example = "+447400123456")]
     pub to: String,
-    /// Sender id.
+    /// Sender id; the account's `default_from` when absent.
     #[schema(example = "ACME")]
-    pub from: String,
+    #[serde(default)]
+    pub from: Option<String>,
     /// Text (UTF-8).
     #[schema(example = "Your code is 123456")]
     pub text: String,
@@ -190,7 +192,7 @@ pub async fn send(
 }
 
 /// The stored first answer for this key, if still remembered.
-async fn remembered(
+pub(super) async fn remembered(
     state: &AppState,
     account: &str,
     key: &str,
@@ -222,17 +224,101 @@ async fn accept(
     req: SendRequest,
     idempotency_key: Option<String>,
 ) -> Result<Response, ApiError> {
+    let settings = state
+        .accounts
+        .settings(account)
+        .ok_or_else(ApiError::unauthorized)?;
+    let now = Utc::now();
+    let mut reserved = settings.limits.check(account, 1, Instant::now(), now)?;
+    let admitted = match admit(state, settings, req, now) {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            settings.limits.refund(&mut reserved, 1);
+            return Err(e);
+        }
+    };
+    let Admitted {
+        message,
+        response,
+        span,
+    } = admitted;
+    let kind = message.kind;
+    let body = serde_json::to_vec(&response).unwrap_or_default();
+    let record = idempotency_key.map(|key| IdempotencyRecord {
+        account: account.to_string(),
+        key,
+        status: StatusCode::ACCEPTED.as_u16(),
+        body: body.clone(),
+        created_at: now,
+    });
+    if let Err(e) = state.queue.enqueue(vec![message], record).await {
+        settings.limits.refund(&mut reserved, 1);
+        return Err(e.into());
+    }
+    state
+        .metrics
+        .accepted
+        .with_label_values(&[kind.as_str()])
+        .inc();
+    span.in_scope(|| log_accepted(&response));
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
+/// One message admitted and built, not yet stored.
+pub(super) struct Admitted {
+    /// The message to store.
+    pub message: Message,
+    /// Its part of the answer.
+    pub response: SendResponse,
+    /// Its `message` span (log lines about it go inside).
+    pub span: tracing::Span,
+}
+
+/// Checks one request of `account` and admits it ([`crate::compliance`]),
+/// filling in the account's default sender; a refusal is counted by reason.
+/// Stores nothing. Shared by single and batch sends.
+pub(super) fn admit(
+    state: &AppState,
+    account: &AccountSettings,
+    req: SendRequest,
+    now: DateTime<Utc>,
+) -> Result<Admitted, ApiError> {
+    let kind = req.kind.unwrap_or(Kind::Transactional);
+    let span = tracing::info_span!(
+        "message",
+        id = tracing::field::Empty,
+        account = %account.id,
+        kind = kind.as_str(),
+        to = %mask(&req.to),
+    );
+    let _entered = span.enter();
     if req.text.is_empty() {
         return Err(ApiError::malformed("text must not be empty."));
     }
-    let kind = req.kind.unwrap_or(Kind::Transactional);
-    let now = Utc::now();
+    let from = req
+        .from
+        .or_else(|| account.default_from.clone())
+        .ok_or_else(|| {
+            ApiError::malformed("from is required (the account has no default_from).")
+        })?;
+    if let Some(url) = &req.callback_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        return Err(ApiError::malformed(
+            "callback_url must be an http:// or https:// URL.",
+        ));
+    }
     let asked_at = req.send_at;
     let admitted = state.admission.admit(
         Submission {
-            account: account.to_string(),
+            account: account.id.to_string(),
             to: req.to,
-            from: req.from,
+            from,
             text: req.text,
             kind,
             validity_s: req.validity_s,
@@ -252,6 +338,7 @@ async fn accept(
                 .refused
                 .with_label_values(&[refused.code(), country, kind.as_str()])
                 .inc();
+            tracing::debug!(code = refused.code(), "message refused");
             return Err(refused.refusal.into());
         }
     };
@@ -264,6 +351,7 @@ async fn accept(
     }
     let concat_ref = state.concat_ref.fetch_add(1, Ordering::Relaxed);
     let message = Message::new(new, now, concat_ref);
+    span.record("id", tracing::field::display(&message.id));
     let response = SendResponse {
         id: message.id.to_string(),
         status: message.status,
@@ -271,26 +359,22 @@ async fn accept(
         encoding: message.encoding,
         country: message.country.clone(),
     };
-    let body = serde_json::to_vec(&response).unwrap_or_default();
-    let record = idempotency_key.map(|key| IdempotencyRecord {
-        account: account.to_string(),
-        key,
-        status: StatusCode::ACCEPTED.as_u16(),
-        body: body.clone(),
-        created_at: now,
-    });
-    state.queue.enqueue(vec![message], record).await?;
-    state
-        .metrics
-        .accepted
-        .with_label_values(&[kind.as_str()])
-        .inc();
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response())
+    drop(_entered);
+    Ok(Admitted {
+        message,
+        response,
+        span,
+    })
+}
+
+/// The log line of a message stored durably (inside its span).
+pub(super) fn log_accepted(response: &SendResponse) {
+    tracing::debug!(
+        status = response.status.as_str(),
+        segments = response.segments,
+        country = %response.country,
+        "message accepted"
+    );
 }
 
 /// `GET /v1/messages/{id}`: the message's status; another account's id is 404.

@@ -5,10 +5,13 @@
 //! [`router`] is the stage's public entry.
 
 pub mod auth;
+mod batch;
+mod dlr;
 pub mod error;
 pub mod idempotency;
 mod inbound;
 mod json;
+pub mod limits;
 pub mod messages;
 mod openapi;
 mod ops;
@@ -51,10 +54,14 @@ pub struct AppState {
     pub concat_ref: Arc<AtomicU8>,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// Largest accepted body of `POST /v1/messages/batch`.
+    pub max_batch_body_bytes: usize,
     /// Idempotency keys being processed right now.
     pub idempotency: Arc<idempotency::InFlightKeys>,
     /// How long an Idempotency-Key is remembered.
     pub idempotency_window: chrono::Duration,
+    /// Delivery receipts given up, for `GET /admin/dlr/unmatched`.
+    pub dead_letters: crate::dlr::DeadLetters,
 }
 
 /// The API's routes with their layers.
@@ -62,8 +69,13 @@ pub fn router(state: AppState) -> Router {
     // Let the body limit be enforced by our extractor's 413 (the default
     // axum limit is 2 MB; ours comes from config).
     let limit = DefaultBodyLimit::max(state.max_body_bytes);
+    let batch_limit = DefaultBodyLimit::max(state.max_batch_body_bytes);
     Router::new()
         .route("/v1/messages", post(messages::send))
+        .route(
+            "/v1/messages/batch",
+            post(batch::send).layer(batch_limit),
+        )
         .route("/v1/messages/{id}", get(messages::get))
         .route("/v1/inbound", get(inbound::list))
         .route(
@@ -75,6 +87,7 @@ pub fn router(state: AppState) -> Router {
             preferences::routes(PreferenceKind::Consent),
         )
         .route("/admin/reload", post(ops::reload))
+        .route("/admin/dlr/unmatched", get(dlr::unmatched))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -41,6 +41,7 @@ use crate::message::{ErrorInfo, Kind, Status};
     ),
     paths(
         super::messages::send,
+        super::batch::send,
         super::messages::get,
         super::inbound::list,
         get_opt_out,
@@ -50,6 +51,7 @@ use crate::message::{ErrorInfo, Kind, Status};
         put_consent,
         delete_consent,
         super::ops::reload,
+        super::dlr::unmatched,
         super::ops::metrics,
         super::ops::healthz,
         super::ops::readyz,
@@ -171,8 +173,12 @@ pub enum ErrorCode {
     ValidityInvalid,
     /// [422] `POST /admin/reload`: the countries file was refused.
     RulesInvalid,
-    /// [429] The account's rate limit; see `Retry-After`.
+    /// [422] `POST /v1/messages/batch`: no message was accepted; `results` says why for each.
+    BatchRefused,
+    /// [429] The account's rate limit (messages per second); see `Retry-After`.
     RateLimited,
+    /// [429] The account's daily quota is used up; `Retry-After` points at 00:00 UTC.
+    QuotaExceeded,
     /// [503] The backlog is full; see `Retry-After`.
     Overloaded,
     /// [503] No carrier bind is up (`/readyz`).

@@ -8,6 +8,7 @@
 
 pub mod limiter;
 pub mod pdu;
+pub mod profile;
 pub mod route;
 mod session;
 pub mod smpp;

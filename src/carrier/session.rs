@@ -267,7 +267,17 @@ impl Bind {
         let health = self.health().clone();
         let config = self.config.clone();
         let max_attempts = self.shared.max_attempts;
-        async move {
+        // The message's span, as in the API handler that accepted it.
+        let span = tracing::info_span!(
+            "message",
+            id = %message.id,
+            account = %message.account,
+            kind = message.kind.as_str(),
+            to = %crate::logging::mask(&message.to),
+            carrier = %carrier,
+            bind = %label,
+        );
+        let task = async move {
             let slots = permits.num_permits() as i64;
             let gauge = metrics
                 .inflight
@@ -286,6 +296,7 @@ impl Bind {
                 &metrics,
             )
             .await;
+            tracing::debug!(outcome = ?transitions.last().map(|(_, t)| t), "submit answered");
             let now = Instant::now();
             match verdict.slow_down {
                 Some(SlowDown::Throttled) => {
@@ -326,7 +337,8 @@ impl Bind {
             }
             gauge.sub(slots);
             drop(permits);
-        }
+        };
+        tracing::Instrument::instrument(task, span)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod quiet;
 pub mod rules;
 mod templates;
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -145,6 +146,8 @@ pub struct Admission {
     rules: RwLock<Arc<RuleBook>>,
     templates: Templates,
     caps: FrequencyCaps,
+    /// Accounts' default webhook URLs (used when a message names none).
+    default_callbacks: HashMap<String, String>,
 }
 
 impl Admission {
@@ -157,6 +160,7 @@ impl Admission {
             rules: RwLock::new(Arc::new(RuleBook::permissive())),
             templates: Templates::default(),
             caps: FrequencyCaps::default(),
+            default_callbacks: HashMap::new(),
         }
     }
 
@@ -172,6 +176,7 @@ impl Admission {
             rules: RwLock::new(Arc::new(rules)),
             templates: Templates::default(),
             caps: FrequencyCaps::default(),
+            default_callbacks: HashMap::new(),
         }
     }
 
@@ -179,6 +184,10 @@ impl Admission {
     /// requires them).
     pub fn with_templates(mut self, accounts: &[AccountConfig]) -> Result<Self, ConfigError> {
         self.templates = Templates::from_accounts(accounts)?;
+        self.default_callbacks = accounts
+            .iter()
+            .filter_map(|a| Some((a.id.clone(), a.callback_url.clone()?)))
+            .collect();
         Ok(self)
     }
 
@@ -261,6 +270,9 @@ impl Admission {
                 max_segments
             )));
         }
+        let callback_url = s
+            .callback_url
+            .or_else(|| self.default_callbacks.get(&s.account).cloned());
         Ok(NewMessage {
             account: s.account,
             to: recipient.e164,
@@ -271,7 +283,7 @@ impl Admission {
             encoding: plan.encoding,
             segments: plan.segments,
             client_ref: s.client_ref,
-            callback_url: s.callback_url,
+            callback_url,
             send_at,
             expires_at,
             opt_out_exempt,

@@ -1,30 +1,47 @@
 //! The return path: deliver_sm from the carriers. Delivery receipts are
 //! matched to their message by the SMSC message id and applied to its status;
-//! mobile-originated messages are counted and handed to a [`MoHandler`] (the
-//! compliance stage's keyword handling and inbound listing). Every deliver_sm
-//! is acknowledged once its effect is stored.
+//! mobile-originated messages are reassembled when concatenated, counted and
+//! handed to a [`MoHandler`] (the compliance stage's keyword handling and
+//! inbound listing). Every deliver_sm is acknowledged once its effect is
+//! stored (a part of a concatenated MO once it is held).
+//!
+//! Each carrier's [`CarrierProfile`] says how its SMSC writes message ids
+//! (matched through [`ids`]), which segments it reports, and what its
+//! data_coding 0 means.
 //!
 //! A receipt can overtake the submit_sm_resp that carries its id (the SMSC
-//! answers on one path and reports on another). Such a receipt is parked and
-//! matched again for [`PARK_FOR`] before it is counted as unmatched.
+//! answers on one path and reports on another), or quote an id nobody knows.
+//! Such a receipt is parked and retried against the index, at growing
+//! intervals, for the carrier's `receipt_wait_s`; then it is given up to the
+//! [`DeadLetters`] record and counted in `smsgate_dlr_unmatched_total`.
 //!
 //! [`spawn`] is the stage's public entry.
 
+pub mod dead_letter;
+mod ids;
+mod mo;
 pub mod receipt;
+pub mod webhooks;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::carrier::profile::CarrierProfile;
 use crate::carrier::{DeliverAck, Inbound};
+use crate::config::CarrierConfig;
 use crate::message::{MessageId, Transition};
 use crate::metrics::Metrics;
-use crate::queue::Queue;
+use crate::queue::{Queue, StoreError};
+pub use dead_letter::{DeadLetters, UnmatchedReason, UnmatchedReceipt};
+use ids::{IdMatcher, Rule, Source};
+use mo::{MoPart, Reassembler};
 use receipt::Receipt;
 
 /// Most deliver_sm handled (and committed) together.
@@ -33,11 +50,14 @@ const BATCH: usize = 256;
 /// Capacity of the channel from the carriers to this stage.
 pub const INBOUND_CAPACITY: usize = 4096;
 
-/// How long an unmatched receipt keeps being retried before it is given up.
-pub const PARK_FOR: Duration = Duration::from_secs(10);
+/// First retry of a parked receipt; the interval doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(50);
 
-/// How often parked receipts are retried when nothing else arrives.
-const PARK_RETRY: Duration = Duration::from_millis(100);
+/// Longest interval between two retries of a parked receipt.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Retry interval of a reassembled MO message whose handling failed.
+const MO_RETRY: Duration = Duration::from_secs(1);
 
 /// An inbound (mobile-originated) message, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,164 +75,423 @@ pub struct MoMessage {
 pub trait MoHandler: Send + Sync {
     /// Handles one MO message; returns once its effect is stored. On error
     /// the deliver_sm is not acknowledged, so the SMSC delivers it again.
-    async fn handle(&self, carrier: &str, mo: MoMessage) -> Result<(), crate::queue::StoreError>;
+    async fn handle(&self, carrier: &str, mo: MoMessage) -> Result<(), StoreError>;
 }
 
-/// A receipt waiting for its SMSC id to be known.
-struct Parked {
-    carrier: Arc<str>,
-    receipt: Receipt,
-    since: Instant,
-}
-
-/// Starts the stage; it runs until every sender of `inbound` is dropped.
+/// Starts the stage with each carrier's profile (a carrier not listed gets
+/// the default one); it runs until every sender of `inbound` is dropped.
+/// Receipts given up go to `dead_letters`.
 pub fn spawn(
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
     mo: Arc<dyn MoHandler>,
+    carriers: &[CarrierConfig],
+    dead_letters: DeadLetters,
     inbound: mpsc::Receiver<Inbound>,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(queue, metrics, mo, inbound))
+    let carriers = carriers
+        .iter()
+        .map(|c| (Arc::from(c.name.as_str()), CarrierState::new(&c.profile)))
+        .collect();
+    let stage = Stage {
+        queue,
+        metrics,
+        mo,
+        carriers,
+        dead_letters,
+        parked: Vec::new(),
+        reassembler: Reassembler::default(),
+        mo_retry: Vec::new(),
+    };
+    tokio::spawn(stage.run(inbound))
 }
 
-async fn run(
+/// What the stage knows about one carrier.
+#[derive(Debug)]
+struct CarrierState {
+    profile: CarrierProfile,
+    ids: IdMatcher,
+}
+
+impl CarrierState {
+    fn new(profile: &CarrierProfile) -> Self {
+        Self {
+            profile: profile.clone(),
+            ids: IdMatcher::new(profile),
+        }
+    }
+}
+
+/// A receipt waiting for its SMSC id to be known.
+#[derive(Debug)]
+struct Parked {
+    carrier: Arc<str>,
+    receipt: Receipt,
+    /// When it arrived.
+    since: Instant,
+    received_at: DateTime<Utc>,
+    /// When to look it up next.
+    next_try: Instant,
+    /// The interval after the next miss.
+    backoff: Duration,
+    /// Lookups done.
+    attempts: u32,
+}
+
+impl Parked {
+    fn new(carrier: Arc<str>, receipt: Receipt) -> Self {
+        let now = Instant::now();
+        Self {
+            carrier,
+            receipt,
+            since: now,
+            received_at: Utc::now(),
+            next_try: now,
+            backoff: RETRY_FIRST,
+            attempts: 0,
+        }
+    }
+
+    fn retry_later(&mut self, now: Instant) {
+        self.next_try = now + self.backoff;
+        self.backoff = (self.backoff * 2).min(RETRY_MAX);
+    }
+}
+
+/// A receipt found: its message, segment, and how its id was found.
+struct Hit {
+    id: MessageId,
+    segment: u32,
+    source: Source,
+    rule: Rule,
+}
+
+struct Stage {
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
     mo: Arc<dyn MoHandler>,
-    mut inbound: mpsc::Receiver<Inbound>,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut parked: Vec<Parked> = Vec::new();
-    loop {
-        tokio::select! {
-            n = inbound.recv_many(&mut batch, BATCH) => {
-                if n == 0 {
-                    break;
-                }
-            }
-            _ = tokio::time::sleep(PARK_RETRY), if !parked.is_empty() => {}
-        }
-        let mut acks = Vec::with_capacity(batch.len());
-        let mut receipts = std::mem::take(&mut parked);
-        let mut mos = Vec::new();
-        for inbound in batch.drain(..) {
-            match read(&metrics, inbound, &mut acks) {
-                Some(Read::Receipt(p)) => receipts.push(p),
-                Some(Read::Mo(carrier, m)) => mos.push((carrier, m)),
-                None => {}
-            }
-        }
-        let mut mo_failed = false;
-        for (carrier, m) in mos {
-            if let Err(e) = mo.handle(&carrier, m).await {
-                tracing::error!(error = %e, %carrier, "cannot store an inbound message");
-                mo_failed = true;
-            }
-        }
-        match match_and_apply(&queue, receipts).await {
-            Ok(unmatched) => {
-                for p in unmatched {
-                    if p.since.elapsed() < PARK_FOR {
-                        parked.push(p);
-                    } else {
-                        metrics.dlr_unmatched.with_label_values(&[&p.carrier]).inc();
-                        tracing::warn!(carrier = %p.carrier, smsc_id = %p.receipt.smsc_message_id, "delivery receipt for unknown message id");
+    carriers: HashMap<Arc<str>, CarrierState>,
+    dead_letters: DeadLetters,
+    /// Receipts whose id is not known yet, oldest first.
+    parked: Vec<Parked>,
+    reassembler: Reassembler,
+    /// Reassembled MO messages whose handling failed, with their next try.
+    mo_retry: Vec<(Arc<str>, MoMessage, Instant)>,
+}
+
+impl Stage {
+    async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                n = inbound.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        break;
                     }
                 }
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
             }
-            Err(e) => {
-                // A temporary error → the SMSC redelivers the receipts later.
-                tracing::error!(error = %e, "cannot store delivery receipts; asking for redelivery");
-                acks.into_iter().for_each(DeliverAck::retry_later);
+            self.handle(std::mem::take(&mut batch)).await;
+        }
+        self.finish().await;
+    }
+
+    /// When something parked falls due.
+    fn next_wake(&self) -> Option<Instant> {
+        let parked = self.parked.iter().map(|p| p.next_try).min();
+        let mo = self.mo_retry.iter().map(|(_, _, at)| *at).min();
+        [parked, mo, self.reassembler.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn carrier(&mut self, name: &Arc<str>) -> &mut CarrierState {
+        self.carriers
+            .entry(name.clone())
+            .or_insert_with(|| CarrierState::new(&CarrierProfile::default()))
+    }
+
+    async fn handle(&mut self, batch: Vec<Inbound>) {
+        let now = Instant::now();
+        let mut receipt_acks = Vec::new();
+        let mut other_acks = Vec::new();
+        let mut receipts = Vec::new();
+        let mut singles = Vec::new();
+        let mut assembled = Vec::new();
+        for Inbound {
+            carrier,
+            deliver_sm,
+            ack,
+        } in batch
+        {
+            if !receipt::is_receipt(&deliver_sm) {
+                let profile = &self.carrier(&carrier).profile;
+                let wait = profile.mo_reassembly();
+                let part = MoPart::read(&deliver_sm, profile);
+                if part.part_of.is_some() {
+                    assembled.extend(self.reassembler.add(&carrier, part, wait, now));
+                    other_acks.push(ack);
+                } else {
+                    singles.push((ack, carrier, part.into_message()));
+                }
                 continue;
             }
+            match receipt::parse_deliver_sm(&deliver_sm) {
+                Ok(r) => {
+                    self.metrics
+                        .receipts
+                        .with_label_values(&[&carrier, r.state.as_stat()])
+                        .inc();
+                    receipts.push(Parked::new(carrier, r));
+                    receipt_acks.push(ack);
+                }
+                Err(e) => {
+                    self.unparseable(&carrier, &deliver_sm, &e);
+                    other_acks.push(ack);
+                }
+            }
         }
-        if mo_failed {
-            // A temporary error → the SMSC redelivers the batch (receipts
-            // already applied are applied again harmlessly).
-            acks.into_iter().for_each(DeliverAck::retry_later);
-            continue;
+
+        self.inbound_messages(singles, assembled, now).await;
+
+        // Parked receipts that fall due go first: they arrived first.
+        let (mut due, later): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.next_try <= now);
+        self.parked = later;
+        let from_parked = due.len();
+        due.extend(receipts);
+        let mut all = due;
+        match self.match_and_apply(&mut all).await {
+            Ok(()) => {
+                for mut p in all {
+                    let wait = self.carrier(&p.carrier).profile.receipt_wait();
+                    if p.since.elapsed() < wait {
+                        p.retry_later(now);
+                        self.parked.push(p);
+                    } else {
+                        self.give_up(p);
+                    }
+                }
+                receipt_acks.into_iter().for_each(DeliverAck::send);
+            }
+            Err(e) => {
+                // A temporary error: the SMSC redelivers this batch's receipts
+                // later; parked ones (acknowledged before) stay parked.
+                tracing::error!(error = %e, "cannot store delivery receipts; asking for redelivery");
+                for mut p in all.into_iter().take(from_parked) {
+                    p.retry_later(now);
+                    self.parked.push(p);
+                }
+                receipt_acks
+                    .into_iter()
+                    .for_each(DeliverAck::retry_later);
+            }
         }
-        acks.into_iter().for_each(DeliverAck::send);
+        self.parked.sort_by_key(|p| p.since);
+        other_acks.into_iter().for_each(DeliverAck::send);
     }
-}
 
-/// What a deliver_sm carried.
-enum Read {
-    Receipt(Parked),
-    Mo(Arc<str>, MoMessage),
-}
-
-/// Takes the ack, counts the PDU, and returns the receipt or MO it carries.
-fn read(metrics: &Metrics, inbound: Inbound, acks: &mut Vec<DeliverAck>) -> Option<Read> {
-    let Inbound {
-        carrier,
-        deliver_sm,
-        ack,
-    } = inbound;
-    acks.push(ack);
-    if !receipt::is_receipt(&deliver_sm) {
-        metrics.mo_received.with_label_values(&[&carrier]).inc();
-        let mo = decode_mo(&deliver_sm);
-        return Some(Read::Mo(carrier, mo));
-    }
-    match receipt::parse_deliver_sm(&deliver_sm) {
-        Ok(receipt) => {
-            metrics
-                .receipts
-                .with_label_values(&[&carrier, receipt.state.as_stat()])
-                .inc();
-            Some(Read::Receipt(Parked {
-                carrier,
-                receipt,
-                since: Instant::now(),
-            }))
+    /// Hands inbound messages on: single-part ones acknowledged after their
+    /// effect is stored (else redelivered by the SMSC); reassembled ones
+    /// (whose parts were acknowledged when held) retried here on failure.
+    async fn inbound_messages(
+        &mut self,
+        singles: Vec<(DeliverAck, Arc<str>, MoMessage)>,
+        mut assembled: Vec<(Arc<str>, MoMessage)>,
+        now: Instant,
+    ) {
+        for (ack, carrier, m) in singles {
+            self.metrics.mo_received.with_label_values(&[&carrier]).inc();
+            match self.mo.handle(&carrier, m).await {
+                Ok(()) => ack.send(),
+                Err(e) => {
+                    tracing::error!(error = %e, %carrier, "cannot store an inbound message; asking for redelivery");
+                    ack.retry_later();
+                }
+            }
         }
-        Err(e) => {
-            metrics.dlr_unmatched.with_label_values(&[&carrier]).inc();
-            tracing::warn!(%carrier, error = %e, "unparseable delivery receipt");
-            None
+        assembled.extend(self.reassembler.expired(now));
+        for (carrier, _) in &assembled {
+            self.metrics.mo_received.with_label_values(&[carrier]).inc();
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.mo_retry)
+            .into_iter()
+            .partition(|(_, _, at)| *at <= now);
+        self.mo_retry = later;
+        let retries = due.into_iter().map(|(c, m, _)| (c, m));
+        for (carrier, m) in assembled.into_iter().chain(retries) {
+            if let Err(e) = self.mo.handle(&carrier, m.clone()).await {
+                tracing::error!(error = %e, %carrier, "cannot store a reassembled inbound message; retrying");
+                self.mo_retry.push((carrier, m, now + MO_RETRY));
+            }
         }
     }
-}
 
-/// Decodes an MO deliver_sm: addresses, and the text by its data_coding.
-/// Multipart MO reassembly comes with carrier profiles.
-fn decode_mo(d: &rusmpp::pdus::DeliverSm) -> MoMessage {
-    MoMessage {
-        from: d.source_addr.to_string(),
-        to: d.destination_addr.to_string(),
-        text: crate::encoding::decode(u8::from(d.data_coding), receipt::user_data(d)),
+    /// Looks every receipt up and applies those found (one store commit);
+    /// the found ones leave `receipts`. On a store error nothing leaves.
+    async fn match_and_apply(&mut self, receipts: &mut Vec<Parked>) -> Result<(), StoreError> {
+        let mut hits = Vec::with_capacity(receipts.len());
+        for p in receipts.iter_mut() {
+            hits.push(self.find(p).await?);
+        }
+        let transitions: Vec<(MessageId, Transition)> = receipts
+            .iter()
+            .zip(&hits)
+            .filter_map(|(p, hit)| {
+                let hit = hit.as_ref()?;
+                let multipart = self.carriers.get(&p.carrier)?.profile.multipart_receipts;
+                Some((
+                    hit.id,
+                    Transition::SegmentReceipt {
+                        segment: hit.segment,
+                        state: p.receipt.state,
+                        error: p.receipt.error_detail(),
+                        at: Utc::now(),
+                        multipart,
+                    },
+                ))
+            })
+            .collect();
+        if !transitions.is_empty() {
+            self.queue.apply(transitions).await?;
+        }
+        let mut hits = hits.into_iter();
+        let mut learned = Vec::new();
+        receipts.retain(|p| match hits.next().flatten() {
+            Some(hit) => {
+                learned.push((p.carrier.clone(), hit.source, hit.rule));
+                false
+            }
+            None => true,
+        });
+        for (carrier, source, rule) in learned {
+            self.carrier(&carrier).ids.learn(source, rule);
+        }
+        Ok(())
     }
-}
 
-/// Applies every receipt whose SMSC id is known (one store commit) and
-/// returns the others.
-async fn match_and_apply(
-    queue: &Queue,
-    receipts: Vec<Parked>,
-) -> Result<Vec<Parked>, crate::queue::StoreError> {
-    let mut transitions: Vec<(MessageId, Transition)> = Vec::new();
-    let mut unmatched = Vec::new();
-    for p in receipts {
-        match queue
-            .find_by_smsc_id(&p.carrier, &p.receipt.smsc_message_id)
-            .await?
-        {
-            Some((id, segment)) => transitions.push((
-                id,
-                Transition::SegmentReceipt {
+    /// Tries the receipt's ids (the TLV's, then the text's) in every form
+    /// the carrier's profile allows.
+    async fn find(&mut self, p: &mut Parked) -> Result<Option<Hit>, StoreError> {
+        let receipt = &p.receipt;
+        let mut sources: Vec<(Source, &str)> = Vec::with_capacity(2);
+        if let Some(id) = &receipt.tlv_id {
+            sources.push((Source::Tlv, id));
+        }
+        if let Some(id) = &receipt.text_id {
+            sources.push((Source::Text, id));
+        }
+        let ids = &self.carrier(&p.carrier).ids;
+        let mut candidates = Vec::new();
+        let mut tried_exact = Vec::new();
+        for (source, id) in sources {
+            if ids.is_exact(source) {
+                // The same string from both sources needs one lookup.
+                if tried_exact.contains(&id) {
+                    continue;
+                }
+                tried_exact.push(id);
+            }
+            candidates.extend(
+                ids.candidates(id, source)
+                    .into_iter()
+                    .map(|c| (source, c)),
+            );
+        }
+        for (source, c) in candidates {
+            p.attempts += 1;
+            if let Some((id, segment)) = self.queue.find_by_smsc_id(&p.carrier, &c.id).await? {
+                return Ok(Some(Hit {
+                    id,
                     segment,
-                    state: p.receipt.state,
-                    error: p.receipt.error,
-                    at: Utc::now(),
-                },
-            )),
-            None => unmatched.push(p),
+                    source,
+                    rule: c.rule,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records a receipt that never found its message.
+    fn give_up(&self, p: Parked) {
+        self.metrics
+            .dlr_unmatched
+            .with_label_values(&[&p.carrier])
+            .inc();
+        tracing::warn!(carrier = %p.carrier, smsc_id = %p.receipt.smsc_message_id,
+            attempts = p.attempts, "delivery receipt for unknown message id");
+        let r = p.receipt;
+        self.dead_letters.record(UnmatchedReceipt {
+            carrier: p.carrier.to_string(),
+            reason: UnmatchedReason::UnknownId,
+            error: r.error_detail(),
+            smsc_message_id: Some(r.smsc_message_id),
+            tlv_id: r.tlv_id,
+            text_id: r.text_id,
+            state: Some(r.state.as_stat().to_owned()),
+            detail: None,
+            received_at: p.received_at,
+            given_up_at: Utc::now(),
+            attempts: p.attempts,
+        });
+    }
+
+    /// Records a receipt that could not be read.
+    fn unparseable(
+        &self,
+        carrier: &Arc<str>,
+        d: &rusmpp::pdus::DeliverSm,
+        e: &receipt::ReceiptError,
+    ) {
+        self.metrics.dlr_unmatched.with_label_values(&[carrier]).inc();
+        tracing::warn!(%carrier, error = %e, "unparseable delivery receipt");
+        let text: String = String::from_utf8_lossy(receipt::user_data(d))
+            .chars()
+            .take(160)
+            .collect();
+        let now = Utc::now();
+        self.dead_letters.record(UnmatchedReceipt {
+            carrier: carrier.to_string(),
+            reason: UnmatchedReason::Unparseable,
+            smsc_message_id: None,
+            tlv_id: None,
+            text_id: None,
+            state: None,
+            error: None,
+            detail: Some(format!("{e}; text: {text:?}")),
+            received_at: now,
+            given_up_at: now,
+            attempts: 0,
+        });
+    }
+
+    /// The inbound channel closed (shutdown): a last lookup for parked
+    /// receipts, and incomplete MO messages handed on as they are.
+    async fn finish(&mut self) {
+        let mut parked = std::mem::take(&mut self.parked);
+        if !parked.is_empty() {
+            match self.match_and_apply(&mut parked).await {
+                Ok(()) if !parked.is_empty() => {
+                    tracing::warn!(
+                        receipts = parked.len(),
+                        "shutting down with delivery receipts still unmatched"
+                    );
+                }
+                Ok(()) => {}
+                Err(e) => tracing::error!(error = %e, "cannot store parked delivery receipts"),
+            }
+        }
+        let rest = self.reassembler.drain();
+        let retries = std::mem::take(&mut self.mo_retry)
+            .into_iter()
+            .map(|(c, m, _)| (c, m));
+        for (carrier, m) in rest.into_iter().chain(retries) {
+            if let Err(e) = self.mo.handle(&carrier, m).await {
+                tracing::error!(error = %e, %carrier, "cannot store an inbound message at shutdown");
+            }
         }
     }
-    if !transitions.is_empty() {
-        queue.apply(transitions).await?;
-    }
-    Ok(unmatched)
 }

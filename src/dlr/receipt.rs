@@ -125,13 +125,20 @@ impl ReceiptState {
 /// A parsed delivery receipt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
-    /// The SMSC's message id, as sent (the submit_sm_resp message_id it refers to).
+    /// The SMSC's message id, as sent (the submit_sm_resp message_id it refers to): the
+    /// receipted_message_id TLV when present, else the text's `id:`.
     pub smsc_message_id: String,
+    /// The receipted_message_id TLV, as sent.
+    pub tlv_id: Option<String>,
+    /// The text's `id:` field, as sent.
+    pub text_id: Option<String>,
     /// The reported state.
     pub state: ReceiptState,
     /// The error, if any: the `err:` code as sent (e.g. `"001"`), or else the network_error_code TLV
     /// as `"type:code"` (e.g. `"3:1"` for GSM cause 1). `None` when absent or all zeros.
     pub error: Option<String>,
+    /// The network_error_code TLV as `"type:code"`, when present and non-zero.
+    pub network_error: Option<String>,
     /// `submit date:` as sent (normally `YYMMDDhhmm[ss]`), if present.
     pub submit_date: Option<String>,
     /// `done date:` as sent (normally `YYMMDDhhmm[ss]`), if present.
@@ -198,11 +205,26 @@ pub fn parse_deliver_sm(d: &DeliverSm) -> Result<Receipt, ReceiptError> {
     };
     Ok(Receipt {
         smsc_message_id,
+        tlv_id: tlv_id.map(str::to_owned),
+        text_id: fields.id.map(str::to_owned),
         state,
-        error: fields.error().or(tlv_error),
+        error: fields.error().or_else(|| tlv_error.clone()),
+        network_error: tlv_error,
         submit_date: fields.submit_date.map(str::to_owned),
         done_date: fields.done_date.map(str::to_owned),
     })
+}
+
+impl Receipt {
+    /// The error as kept in the segment (and shown in the message's status
+    /// error): the `err:` code, the network error, or both (`"034 (network 3:27)"`).
+    pub fn error_detail(&self) -> Option<String> {
+        match (&self.error, &self.network_error) {
+            (Some(err), Some(net)) if err != net => Some(format!("{err} (network {net})")),
+            (Some(err), _) => Some(err.clone()),
+            (None, net) => net.clone(),
+        }
+    }
 }
 
 /// The user data of a deliver_sm: short_message, or the message_payload TLV
@@ -232,9 +254,12 @@ pub fn parse_text(text: &str) -> Result<Receipt, ReceiptError> {
     let smsc_message_id = fields.id.ok_or(ReceiptError::NoMessageId)?.to_owned();
     let state = fields.state()?;
     Ok(Receipt {
+        text_id: Some(smsc_message_id.clone()),
         smsc_message_id,
+        tlv_id: None,
         state,
         error: fields.error(),
+        network_error: None,
         submit_date: fields.submit_date.map(str::to_owned),
         done_date: fields.done_date.map(str::to_owned),
     })
@@ -418,8 +443,11 @@ mod tests {
             r,
             Receipt {
                 smsc_message_id: "0123456789".into(),
+                tlv_id: None,
+                text_id: Some("0123456789".into()),
                 state: ReceiptState::Delivered,
                 error: None,
+                network_error: None,
                 submit_date: Some("2401311200".into()),
                 done_date: Some("2401311201".into()),
             }
@@ -451,8 +479,11 @@ mod tests {
             r,
             Receipt {
                 smsc_message_id: "5F3A9B".into(),
+                tlv_id: Some("5F3A9B".into()),
+                text_id: None,
                 state: ReceiptState::Undeliverable,
                 error: Some("3:1".into()),
+                network_error: Some("3:1".into()),
                 submit_date: None,
                 done_date: None,
             }
@@ -481,6 +512,10 @@ mod tests {
             Some("034"),
             "text err: wins over the TLV"
         );
+        assert_eq!(r.network_error.as_deref(), Some("3:27"));
+        assert_eq!(r.error_detail().as_deref(), Some("034 (network 3:27)"));
+        assert_eq!(r.tlv_id.as_deref(), Some("12D687"));
+        assert_eq!(r.text_id.as_deref(), Some("1234567"));
         assert_eq!(r.submit_date.as_deref(), Some("2401311200"));
     }
 

@@ -2,7 +2,7 @@
 //! process. For tests and throwaway runs; the durable embedded store is the
 //! default.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::active::ActiveSet;
 use super::store::{
     AppliedTransition, IdempotencyRecord, InboundRecord, Preference, PreferenceKind, Released,
-    Store, StoreError,
+    Store, StoreError, WebhookEvent,
 };
 use crate::message::{Applied, Message, MessageId, Transition};
 
@@ -23,6 +23,8 @@ pub struct MemoryStore {
     idempotency: Mutex<HashMap<(String, String), IdempotencyRecord>>,
     preferences: Mutex<HashMap<(PreferenceKind, String, String), Preference>>,
     inbound: Mutex<Vec<InboundRecord>>,
+    /// Status webhooks waiting, by (due, message, rank).
+    outbox: Mutex<BTreeMap<(DateTime<Utc>, MessageId, u8), WebhookEvent>>,
 }
 
 impl MemoryStore {
@@ -33,6 +35,7 @@ impl MemoryStore {
             idempotency: Mutex::new(HashMap::new()),
             preferences: Mutex::new(HashMap::new()),
             inbound: Mutex::new(Vec::new()),
+            outbox: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -101,9 +104,18 @@ impl Store for MemoryStore {
         batch: Vec<(MessageId, Transition)>,
     ) -> Result<Vec<AppliedTransition>, StoreError> {
         let mut active = self.lock();
+        let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
         Ok(batch
             .into_iter()
-            .map(|(id, t)| active.apply(id, &t))
+            .map(|(id, t)| {
+                let result = active.apply(id, &t);
+                if let Some((m, Applied::StatusChanged(_))) = &result
+                    && let Some(e) = WebhookEvent::for_message(m, Utc::now())
+                {
+                    outbox.insert((e.due, e.message_id, e.rank), e);
+                }
+                result
+            })
             .collect())
     }
 
@@ -172,5 +184,37 @@ impl Store for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn webhooks_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WebhookEvent>, StoreError> {
+        let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(outbox
+            .values()
+            .take_while(|e| e.due <= now)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn webhook_pending(&self, id: MessageId, rank: u8) -> Result<bool, StoreError> {
+        let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(outbox.values().any(|e| e.message_id == id && e.rank == rank))
+    }
+
+    async fn webhook_settle(
+        &self,
+        event: &WebhookEvent,
+        retry: Option<WebhookEvent>,
+    ) -> Result<(), StoreError> {
+        let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        outbox.remove(&(event.due, event.message_id, event.rank));
+        if let Some(next) = retry {
+            outbox.insert((next.due, next.message_id, next.rank), next);
+        }
+        Ok(())
     }
 }

@@ -34,7 +34,7 @@ pub use durable::DurableStore;
 pub use memory::MemoryStore;
 pub use store::{
     AppliedTransition, IdempotencyRecord, InboundRecord, Preference, PreferenceKind, QueueDepths,
-    ReadyPage, Store, StoreError,
+    ReadyPage, Store, StoreError, WebhookEvent,
 };
 
 /// Longest a waiting bind or the scheduler sleeps without re-checking.
@@ -70,6 +70,8 @@ pub struct Queue {
     wake: Notify,
     /// Woken when the scheduler should look again (new schedule, retry delay).
     schedule_changed: Notify,
+    /// Woken when status webhooks may have been added to the outbox.
+    webhooks_changed: Notify,
 }
 
 impl Queue {
@@ -102,6 +104,7 @@ impl Queue {
             ready: Mutex::new(ready),
             wake: Notify::new(),
             schedule_changed: Notify::new(),
+            webhooks_changed: Notify::new(),
         })
     }
 
@@ -223,6 +226,39 @@ impl Queue {
         self.store.list_inbound(account, after, limit).await
     }
 
+    /// Waits until status webhooks may have been added (or a delivery ended).
+    pub fn webhooks_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.webhooks_changed.notified()
+    }
+
+    /// Wakes the webhook dispatcher.
+    pub fn webhooks_changed_notify(&self) {
+        self.webhooks_changed.notify_waiters();
+    }
+
+    /// Outbox webhooks due at `now`; see [`Store::webhooks_due`].
+    pub async fn webhooks_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WebhookEvent>, StoreError> {
+        self.store.webhooks_due(now, limit).await
+    }
+
+    /// See [`Store::webhook_pending`].
+    pub async fn webhook_pending(&self, id: MessageId, rank: u8) -> Result<bool, StoreError> {
+        self.store.webhook_pending(id, rank).await
+    }
+
+    /// See [`Store::webhook_settle`].
+    pub async fn webhook_settle(
+        &self,
+        event: &WebhookEvent,
+        retry: Option<WebhookEvent>,
+    ) -> Result<(), StoreError> {
+        self.store.webhook_settle(event, retry).await
+    }
+
     /// Finds the message a carrier's SMSC id belongs to.
     pub async fn find_by_smsc_id(
         &self,
@@ -338,10 +374,12 @@ impl Queue {
             .collect();
         let results = self.store.apply(batch).await?;
         let mut back = false;
+        let mut webhooks = false;
         for (result, retry) in results.iter().zip(kinds) {
             let Some((m, applied)) = result else { continue };
             if let Applied::StatusChanged(before) = applied {
                 self.record_status_change(m, *before);
+                webhooks |= m.callback_url.is_some() && m.webhook_rank().is_some();
             }
             match retry {
                 Some(backoff) if m.status == Status::Queued && *applied != Applied::Ignored => {
@@ -360,6 +398,9 @@ impl Queue {
         }
         if back {
             self.wake.notify_waiters();
+        }
+        if webhooks {
+            self.webhooks_changed.notify_waiters();
         }
         Ok(results)
     }
@@ -397,6 +438,16 @@ impl Queue {
             .with_label_values(&["scheduled"])
             .set(d.scheduled as i64);
         let by_route = self.ready().windowed_by_route();
+        let mut in_memory = [0i64; 3];
+        for (kind, _, n) in &by_route {
+            in_memory[kind.index()] += *n as i64;
+        }
+        for kind in Kind::ALL {
+            self.metrics
+                .queue_in_memory
+                .with_label_values(&[kind.as_str()])
+                .set(in_memory[kind.index()]);
+        }
         let mut by_carrier: HashMap<(Kind, String), i64> = HashMap::new();
         for kind in Kind::ALL {
             for c in self.routing.carriers() {

@@ -112,6 +112,43 @@ pub struct InboundRecord {
     pub received_at: DateTime<Utc>,
 }
 
+/// A status webhook waiting in the outbox.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WebhookEvent {
+    /// The message.
+    pub message_id: MessageId,
+    /// 1 for `submitted`, 2 for the final status: delivered in this order.
+    pub rank: u8,
+    /// Owning account (whose secret signs it).
+    pub account: String,
+    /// Where it goes.
+    pub url: String,
+    /// The JSON body, signed as is.
+    pub body: Vec<u8>,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// When the status changed.
+    pub created_at: DateTime<Utc>,
+    /// Next attempt not before.
+    pub due: DateTime<Utc>,
+}
+
+impl WebhookEvent {
+    /// The event for a message's new status, if it sends one.
+    pub fn for_message(m: &Message, at: DateTime<Utc>) -> Option<Self> {
+        Some(Self {
+            message_id: m.id,
+            rank: m.webhook_rank()?,
+            account: m.account.clone(),
+            url: m.callback_url.clone()?,
+            body: m.webhook_body(at),
+            attempts: 0,
+            created_at: at,
+            due: at,
+        })
+    }
+}
+
 /// A message after a transition, with what the transition did.
 pub type AppliedTransition = Option<(Message, Applied)>;
 
@@ -227,6 +264,24 @@ pub trait Store: Send + Sync + 'static {
         after: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<InboundRecord>, StoreError>;
+
+    /// Up to `limit` outbox webhooks due at `now`, earliest first.
+    async fn webhooks_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WebhookEvent>, StoreError>;
+
+    /// Whether the message still has an undelivered webhook of this rank.
+    async fn webhook_pending(&self, id: MessageId, rank: u8) -> Result<bool, StoreError>;
+
+    /// Settles an outbox webhook: delivered or given up (`None`, removed), or
+    /// moved to a new due time (`Some(event)` with its new `due`/`attempts`).
+    async fn webhook_settle(
+        &self,
+        event: &WebhookEvent,
+        retry: Option<WebhookEvent>,
+    ) -> Result<(), StoreError>;
 
     /// Flushes everything to disk before the process exits.
     async fn close(&self) -> Result<(), StoreError> {

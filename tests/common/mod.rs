@@ -77,7 +77,6 @@ enquire_link_s = 5
 response_timeout_s = 5
 reconnect_min_ms = 50
 reconnect_max_ms = 500
-throttle_pause_ms = 20
 "#,
         data = data.display(),
         countries = concat!(env!("CARGO_MANIFEST_DIR"), "/config/countries.toml"),

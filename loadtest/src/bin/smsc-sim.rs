@@ -9,7 +9,9 @@ use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use smsgate_loadtest::sim::{DelayDist, MessageIdFormat, OutcomeMix, SimConfig, Simulator};
+use smsgate_loadtest::sim::{
+    DelayDist, MessageIdFormat, OutcomeMix, ReceiptParts, SimConfig, Simulator,
+};
 
 /// SMPP 3.4 SMSC simulator for smsgate's load tests.
 #[derive(Debug, Parser)]
@@ -45,9 +47,25 @@ struct Args {
     /// Delay before each submit_sm_resp.
     #[arg(long, default_value_t = 0)]
     resp_delay_ms: u64,
-    /// Message id format: hex or decimal.
+    /// Message id format in submit_sm_resp: hex, hex-upper, decimal or decimal-padded.
     #[arg(long, default_value = "hex")]
     id_format: MessageIdFormat,
+    /// Id format in the receipt text's id: field (default: as in the submit_sm_resp).
+    #[arg(long)]
+    receipt_text_id_format: Option<MessageIdFormat>,
+    /// Id format in the receipted_message_id TLV (default: as in the submit_sm_resp).
+    #[arg(long)]
+    receipt_tlv_id_format: Option<MessageIdFormat>,
+    /// Start the receipt clock at the submit_sm, so with --resp-delay-ms above the receipt
+    /// delay the receipt overtakes its submit_sm_resp.
+    #[arg(long)]
+    receipt_before_resp: bool,
+    /// Which parts of a concatenated message get a receipt: all, first or last.
+    #[arg(long, default_value = "all")]
+    multipart_receipts: ReceiptParts,
+    /// Send an ENROUTE receipt first and the final one this many milliseconds later.
+    #[arg(long)]
+    enroute_first_ms: Option<u64>,
     /// Receipts in text form only (no receipted_message_id / message_state TLVs).
     #[arg(long)]
     no_receipt_tlvs: bool,
@@ -106,6 +124,11 @@ impl Args {
             resp_delay: Duration::from_millis(self.resp_delay_ms),
             deliver_window: self.window,
             max_records: self.max_records,
+            receipt_text_id_format: self.receipt_text_id_format,
+            receipt_tlv_id_format: self.receipt_tlv_id_format,
+            receipt_before_resp: self.receipt_before_resp,
+            multipart_receipts: self.multipart_receipts,
+            enroute_first: self.enroute_first_ms.map(Duration::from_millis),
             ..SimConfig::default()
         }
     }

@@ -45,6 +45,18 @@ pub struct SimConfig {
     /// Writes the id in the receipt *text* in another base than the submit_sm_resp (a quirk of
     /// some carriers: hex in the resp, decimal in the receipt). `None`: same as the resp.
     pub receipt_text_id_format: Option<MessageIdFormat>,
+    /// Writes the id in the receipted_message_id TLV in another form than the submit_sm_resp
+    /// (SMPP says the same; some SMSCs differ). `None`: same as the resp.
+    pub receipt_tlv_id_format: Option<MessageIdFormat>,
+    /// Starts the receipt clock when the submit_sm is read instead of when its resp is written:
+    /// with `resp_delay` above the receipt delay, the receipt overtakes the submit_sm_resp
+    /// (counted in [`SimStats::receipts_before_resp`](super::SimStats::receipts_before_resp)).
+    pub receipt_before_resp: bool,
+    /// Which parts of a concatenated message (UDH or SAR) get a receipt.
+    pub multipart_receipts: ReceiptParts,
+    /// Sends an intermediate ENROUTE receipt (message_state 1) at the receipt delay and the
+    /// final receipt this much later.
+    pub enroute_first: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -65,6 +77,10 @@ impl Default for SimConfig {
             mo_ack_timeout: Duration::from_secs(10),
             max_records: 1_000_000,
             receipt_text_id_format: None,
+            receipt_tlv_id_format: None,
+            receipt_before_resp: false,
+            multipart_receipts: ReceiptParts::All,
+            enroute_first: None,
         }
     }
 }
@@ -231,11 +247,15 @@ impl FromStr for OutcomeMix {
 /// How message ids are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MessageIdFormat {
-    /// Lowercase hex, 16 digits.
+    /// Lowercase hex, 16 digits (the first one a letter).
     #[default]
     Hex,
+    /// Uppercase hex, 16 digits.
+    HexUpper,
     /// Decimal, fits in a u64.
     Decimal,
+    /// Decimal zero-padded to 24 digits.
+    DecimalPadded,
 }
 
 impl MessageIdFormat {
@@ -243,20 +263,68 @@ impl MessageIdFormat {
     pub fn format(self, id: u64) -> String {
         match self {
             MessageIdFormat::Hex => format!("{id:016x}"),
+            MessageIdFormat::HexUpper => format!("{id:016X}"),
             MessageIdFormat::Decimal => id.to_string(),
+            MessageIdFormat::DecimalPadded => format!("{id:024}"),
         }
+    }
+
+    /// Whether ids are hexadecimal.
+    pub fn is_hex(self) -> bool {
+        matches!(self, MessageIdFormat::Hex | MessageIdFormat::HexUpper)
     }
 }
 
-/// Parses `hex` or `decimal`.
+/// Parses `hex`, `hex-upper`, `decimal` or `decimal-padded`.
 impl FromStr for MessageIdFormat {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
             "hex" => Ok(MessageIdFormat::Hex),
+            "hex-upper" => Ok(MessageIdFormat::HexUpper),
             "decimal" | "dec" => Ok(MessageIdFormat::Decimal),
-            other => Err(format!("unknown id format {other:?} (hex|decimal)")),
+            "decimal-padded" | "dec-padded" => Ok(MessageIdFormat::DecimalPadded),
+            other => Err(format!(
+                "unknown id format {other:?} (hex|hex-upper|decimal|decimal-padded)"
+            )),
+        }
+    }
+}
+
+/// Which parts of a concatenated message get a delivery receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReceiptParts {
+    /// Every part.
+    #[default]
+    All,
+    /// Only the first part (concatenation sequence 1).
+    First,
+    /// Only the last part.
+    Last,
+}
+
+impl ReceiptParts {
+    /// Whether the part `seq` (1-based) of `total` gets a receipt.
+    pub fn reports(self, seq: u8, total: u8) -> bool {
+        match self {
+            ReceiptParts::All => true,
+            ReceiptParts::First => seq == 1,
+            ReceiptParts::Last => seq == total,
+        }
+    }
+}
+
+/// Parses `all`, `first` or `last`.
+impl FromStr for ReceiptParts {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "all" => Ok(ReceiptParts::All),
+            "first" => Ok(ReceiptParts::First),
+            "last" => Ok(ReceiptParts::Last),
+            other => Err(format!("unknown receipt parts {other:?} (all|first|last)")),
         }
     }
 }
@@ -279,6 +347,29 @@ mod tests {
     fn outcome_mix_with_a_single_weight_always_picks_it() {
         let mix: OutcomeMix = "expired=3".parse().expect("valid mix");
         assert!((0..100).all(|_| mix.pick() == Outcome::Expired));
+    }
+
+    #[test]
+    fn id_formats_write_the_same_number_differently() {
+        let id = 0xab_cdef_0123_u64;
+        assert_eq!(MessageIdFormat::Hex.format(id), "000000abcdef0123");
+        assert_eq!(MessageIdFormat::HexUpper.format(id), "000000ABCDEF0123");
+        assert_eq!(MessageIdFormat::Decimal.format(id), "737894400291");
+        assert_eq!(
+            MessageIdFormat::DecimalPadded.format(id),
+            "000000000000737894400291"
+        );
+        assert_eq!("hex-upper".parse(), Ok(MessageIdFormat::HexUpper));
+        assert_eq!("decimal_padded".parse(), Ok(MessageIdFormat::DecimalPadded));
+        assert!("octal".parse::<MessageIdFormat>().is_err());
+    }
+
+    #[test]
+    fn receipt_parts_pick_the_reported_part() {
+        assert!(ReceiptParts::All.reports(2, 4));
+        assert!(ReceiptParts::First.reports(1, 4) && !ReceiptParts::First.reports(4, 4));
+        assert!(ReceiptParts::Last.reports(4, 4) && !ReceiptParts::Last.reports(1, 4));
+        assert_eq!("LAST".parse(), Ok(ReceiptParts::Last));
     }
 
     #[test]

@@ -23,4 +23,7 @@ pub enum SimError {
     /// No deliver_sm_resp arrived in time (`SimConfig::mo_ack_timeout`).
     #[error("no deliver_sm_resp within {0:?}")]
     Timeout(Duration),
+    /// A concatenated MO split that cannot be made (part count, order).
+    #[error("cannot split the message: {0}")]
+    BadSplit(String),
 }

@@ -52,7 +52,7 @@ use rusmpp::{
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{DelayDist, MessageIdFormat, Outcome, OutcomeMix, SimConfig};
+pub use config::{DelayDist, MessageIdFormat, Outcome, OutcomeMix, ReceiptParts, SimConfig};
 pub use error::SimError;
 pub use records::{ConcatInfo, SubmitRecord};
 pub use stats::SimStats;
@@ -239,6 +239,31 @@ impl Simulator {
         }
     }
 
+    /// Sends a concatenated mobile-originated message: the text split into `split.parts`
+    /// deliver_sm (on character boundaries), marked with a UDH (8-bit reference up to 255, else
+    /// 16-bit) or sar_* TLVs, sent in `split.order` on the receiver sessions of `system_id`
+    /// (round robin, so parts travel on different binds). Waits for each deliver_sm_resp.
+    pub async fn inject_mo_concatenated(
+        &self,
+        system_id: &str,
+        from: &str,
+        to: &str,
+        text: &str,
+        split: &ConcatMo,
+    ) -> Result<(), SimError> {
+        for pdu in concatenated_mo(from, to, text, split)? {
+            let ack = self.shared.hub.send_mo(system_id, pdu)?;
+            bump(&self.shared.counters.mo_sent);
+            let wait = self.shared.cfg.mo_ack_timeout;
+            match tokio::time::timeout(wait, ack).await {
+                Ok(Ok(result)) => result?,
+                Ok(Err(_)) => return Err(SimError::SessionClosed),
+                Err(_) => return Err(SimError::Timeout(wait)),
+            }
+        }
+        Ok(())
+    }
+
     /// Unbinds every session (closing each after its unbind_resp or a short grace period),
     /// stops the listeners and waits for the simulator's tasks to end.
     pub async fn shutdown(&self) {
@@ -302,6 +327,119 @@ fn mo_deliver_sm(from: &str, to: &str, text: &str) -> Result<DeliverSm, SimError
         MessagePayload::new(AnyOctetString::from_vec(bytes)),
     ));
     Ok(pdu)
+}
+
+/// How [`Simulator::inject_mo_concatenated`] splits and sends a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConcatMo {
+    /// Number of parts, 2–255.
+    pub parts: usize,
+    /// Concatenation reference (above 255: a 16-bit reference UDH).
+    pub reference: u16,
+    /// sar_msg_ref_num / sar_total_segments / sar_segment_seqnum TLVs instead of a UDH.
+    pub sar: bool,
+    /// UCS-2 (data_coding 8) even when the text fits GSM 03.38.
+    pub ucs2: bool,
+    /// The order the parts are sent in, as 0-based indexes (empty: in order).
+    pub order: Vec<usize>,
+}
+
+impl Default for ConcatMo {
+    fn default() -> Self {
+        Self {
+            parts: 2,
+            reference: 1,
+            sar: false,
+            ucs2: false,
+            order: Vec::new(),
+        }
+    }
+}
+
+/// The deliver_sm PDUs of a concatenated MO message, in sending order.
+fn concatenated_mo(
+    from: &str,
+    to: &str,
+    text: &str,
+    split: &ConcatMo,
+) -> Result<Vec<DeliverSm>, SimError> {
+    let (from, to) = (address(from)?, address(to)?);
+    let chars: Vec<char> = text.chars().collect();
+    if !(2..=255).contains(&split.parts) || split.parts > chars.len() {
+        return Err(SimError::BadSplit(format!(
+            "{} parts of {} characters",
+            split.parts,
+            chars.len()
+        )));
+    }
+    let order: Vec<usize> = if split.order.is_empty() {
+        (0..split.parts).collect()
+    } else {
+        split.order.clone()
+    };
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    if sorted != (0..split.parts).collect::<Vec<_>>() {
+        return Err(SimError::BadSplit(format!(
+            "order {order:?} is not a permutation of 0..{}",
+            split.parts
+        )));
+    }
+    let ucs2 = split.ucs2 || text::encode_gsm7(text).is_none();
+    let per_part = chars.len().div_ceil(split.parts);
+    let total = split.parts as u8;
+    let parts: Vec<DeliverSm> = chars
+        .chunks(per_part)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let chunk: String = chunk.iter().collect();
+            let (payload, data_coding) = if ucs2 {
+                (text::encode_ucs2(&chunk), text::DC_UCS2)
+            } else {
+                text::encode_mo(&chunk)
+            };
+            let seq = i as u8 + 1;
+            let [hi, lo] = split.reference.to_be_bytes();
+            let mut short_message = Vec::with_capacity(payload.len() + 7);
+            if !split.sar {
+                if split.reference > 0xFF {
+                    short_message.extend_from_slice(&[0x06, 0x08, 0x04, hi, lo, total, seq]);
+                } else {
+                    short_message.extend_from_slice(&[0x05, 0x00, 0x03, lo, total, seq]);
+                }
+            }
+            short_message.extend_from_slice(&payload);
+            let len = short_message.len();
+            let short_message =
+                OctetString::from_vec(short_message).map_err(|_| SimError::TooLong(len))?;
+            let mut pdu = DeliverSm::builder()
+                .source_addr_ton(from.1)
+                .source_addr_npi(from.2)
+                .source_addr(from.0.clone())
+                .dest_addr_ton(to.1)
+                .dest_addr_npi(to.2)
+                .destination_addr(to.0.clone())
+                .esm_class(EsmClass::from(if split.sar { 0x00 } else { 0x40 }))
+                .data_coding(DataCoding::from(data_coding))
+                .short_message(short_message)
+                .build();
+            if split.sar {
+                pdu.push_tlv(MessageDeliveryRequestTlvValue::SarMsgRefNum(split.reference));
+                pdu.push_tlv(MessageDeliveryRequestTlvValue::SarTotalSegments(total));
+                pdu.push_tlv(MessageDeliveryRequestTlvValue::SarSegmentSeqnum(seq));
+            }
+            Ok(pdu)
+        })
+        .collect::<Result<_, SimError>>()?;
+    if parts.len() != split.parts {
+        return Err(SimError::BadSplit(format!(
+            "{} characters do not make {} parts",
+            chars.len(),
+            split.parts
+        )));
+    }
+    let mut parts: Vec<Option<DeliverSm>> = parts.into_iter().map(Some).collect();
+    Ok(order.iter().filter_map(|&i| parts[i].take()).collect())
 }
 
 /// Parses an MO address: digits are international/ISDN (a leading `+` is dropped), anything

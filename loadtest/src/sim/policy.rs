@@ -26,10 +26,12 @@ pub(crate) struct IdGen {
 impl IdGen {
     fn new(format: MessageIdFormat) -> IdGen {
         let prefix: u32 = rand::rng().random();
-        let base = match format {
-            MessageIdFormat::Hex => u64::from(prefix) << 32,
+        let base = if format.is_hex() {
+            // The top nibble a..f: every id has a letter (so case matters) and 16 digits.
+            u64::from(prefix | 0xA000_0000) << 32
+        } else {
             // Keeps the id below u64::MAX: 999_999 * 10^13 + counter.
-            MessageIdFormat::Decimal => u64::from(prefix % 1_000_000) * 10_000_000_000_000,
+            u64::from(prefix % 1_000_000) * 10_000_000_000_000
         };
         IdGen {
             base,

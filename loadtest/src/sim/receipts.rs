@@ -1,7 +1,13 @@
 //! Delivery receipts: what one says, when it becomes due, and the timer that releases it to
 //! the [`Hub`](super::hub::Hub) for routing.
 
-use std::{cmp::Ordering, collections::BinaryHeap, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    cmp::Ordering,
+    collections::BinaryHeap,
+    str::FromStr,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use rusmpp::{
@@ -20,6 +26,7 @@ use tokio::{
 use super::{
     Shared,
     config::{MessageIdFormat, Outcome},
+    stats::bump,
 };
 
 /// An SMPP address with its TON and NPI.
@@ -45,6 +52,11 @@ pub(crate) struct Receipt {
     pub submitted: DateTime<Utc>,
     /// The first 20 characters of the message, printable ASCII only.
     pub text: String,
+    /// An intermediate ENROUTE notification rather than the final receipt.
+    pub intermediate: bool,
+    /// Set once the submit_sm_resp carrying this id is in a write buffer (a receipt pushed
+    /// before that overtook its resp).
+    pub resp_written: AtomicBool,
 }
 
 /// ESME_ROK registered_delivery semantics (bits 0-1): 1 = always, 2 = on failure, 3 = on
@@ -77,29 +89,68 @@ const MC_DELIVERY_RECEIPT: u8 = 0x04;
 const DATE_FORMAT: &str = "%y%m%d%H%M";
 
 impl Receipt {
-    /// The standard receipt text (SMPP 3.4 appendix B).
-    pub(crate) fn text(&self, done: DateTime<Utc>, id_format: Option<MessageIdFormat>) -> String {
-        let id = match id_format {
+    /// The id written in a format, or as in the submit_sm_resp.
+    fn id(&self, format: Option<MessageIdFormat>) -> String {
+        match format {
             Some(format) => format.format(self.numeric_id),
             None => self.message_id.clone(),
+        }
+    }
+
+    /// The ENROUTE notification that precedes this receipt.
+    pub(crate) fn enroute(&self) -> Receipt {
+        Receipt {
+            system_id: self.system_id.clone(),
+            message_id: self.message_id.clone(),
+            numeric_id: self.numeric_id,
+            outcome: self.outcome,
+            source: self.source.clone(),
+            destination: self.destination.clone(),
+            submitted: self.submitted,
+            text: self.text.clone(),
+            intermediate: true,
+            resp_written: AtomicBool::new(true),
+        }
+    }
+
+    /// `stat:`, message_state and `err:` of this receipt.
+    fn state(&self) -> (&'static str, u8, u16) {
+        if self.intermediate {
+            ("ENROUTE", 1, 0)
+        } else {
+            (
+                self.outcome.stat(),
+                self.outcome.message_state(),
+                self.outcome.error_code(),
+            )
+        }
+    }
+
+    /// The standard receipt text (SMPP 3.4 appendix B).
+    pub(crate) fn text(&self, done: DateTime<Utc>, id_format: Option<MessageIdFormat>) -> String {
+        let id = self.id(id_format);
+        let dlvrd = if self.outcome.is_failure() || self.intermediate {
+            0
+        } else {
+            1
         };
-        let dlvrd = if self.outcome.is_failure() { 0 } else { 1 };
+        let (stat, _, err) = self.state();
         format!(
-            "id:{id} sub:001 dlvrd:{dlvrd:03} submit date:{} done date:{} stat:{} err:{:03} text:{}",
+            "id:{id} sub:001 dlvrd:{dlvrd:03} submit date:{} done date:{} stat:{stat} err:{err:03} text:{}",
             self.submitted.format(DATE_FORMAT),
             done.format(DATE_FORMAT),
-            self.outcome.stat(),
-            self.outcome.error_code(),
             self.text,
         )
     }
 
-    /// The deliver_sm that carries this receipt.
+    /// The deliver_sm that carries this receipt; the ids in the text and in the
+    /// receipted_message_id TLV as the formats say (`None`: as in the submit_sm_resp).
     pub(crate) fn deliver_sm(
         &self,
         done: DateTime<Utc>,
         tlvs: bool,
         id_format: Option<MessageIdFormat>,
+        tlv_id_format: Option<MessageIdFormat>,
     ) -> DeliverSm {
         let mut text = self.text(done, id_format).into_bytes();
         text.truncate(255);
@@ -116,19 +167,34 @@ impl Receipt {
             .build();
         if tlvs {
             // message_id comes from our own generator: ASCII and at most 24 characters.
-            if let Ok(id) = COctetString::from_str(&self.message_id) {
+            if let Ok(id) = COctetString::from_str(&self.id(tlv_id_format)) {
                 pdu.push_tlv(MessageDeliveryRequestTlvValue::ReceiptedMessageId(id));
             }
+            let (_, state, _) = self.state();
             pdu.push_tlv(MessageDeliveryRequestTlvValue::MessageState(
-                MessageState::from(self.outcome.message_state()),
+                MessageState::from(state),
             ));
-            if self.outcome.is_failure() {
+            if self.outcome.is_failure() && !self.intermediate {
                 pdu.push_tlv(MessageDeliveryRequestTlvValue::NetworkErrorCode(
                     NetworkErrorCode::new(ErrorCodeNetworkType::Gsm, self.outcome.error_code()),
                 ));
             }
         }
         pdu
+    }
+}
+
+/// Starts a receipt's clock: due after the configured delay, preceded by an ENROUTE
+/// notification when `enroute_first` is set.
+pub(crate) fn schedule(shared: &Shared, receipt: Arc<Receipt>) {
+    let delay = shared.cfg.receipt_delay.sample();
+    match shared.cfg.enroute_first {
+        Some(gap) => {
+            bump(&shared.counters.receipts_owed);
+            shared.scheduler.after(delay, Arc::new(receipt.enroute()));
+            shared.scheduler.after(delay + gap, receipt);
+        }
+        None => shared.scheduler.after(delay, receipt),
     }
 }
 
@@ -236,7 +302,33 @@ mod tests {
             destination: addr("SMSGATE"),
             submitted: DateTime::from_timestamp(1_700_000_000, 0).expect("valid timestamp"),
             text: text_excerpt("Hello wörld, this is longer than twenty"),
+            intermediate: false,
+            resp_written: AtomicBool::new(false),
         }
+    }
+
+    #[test]
+    fn enroute_notification_then_the_final_receipt() {
+        let done = DateTime::from_timestamp(1_700_000_060, 0).expect("valid timestamp");
+        let r = receipt(Outcome::Undeliverable);
+        let enroute = r.enroute().text(done, None);
+        assert!(enroute.contains("dlvrd:000"), "{enroute}");
+        assert!(enroute.contains("stat:ENROUTE err:000"), "{enroute}");
+        let pdu = r.enroute().deliver_sm(done, true, None, Some(MessageIdFormat::Decimal));
+        let states: Vec<_> = pdu
+            .tlvs()
+            .iter()
+            .filter_map(|t| match t.value() {
+                Some(rusmpp::tlvs::TlvValue::MessageState(s)) => Some(u8::from(*s)),
+                Some(rusmpp::tlvs::TlvValue::ReceiptedMessageId(id)) => {
+                    assert_eq!(id.as_str(), "255");
+                    None
+                }
+                Some(rusmpp::tlvs::TlvValue::NetworkErrorCode(_)) => panic!("no error yet"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(states, [1]);
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! One SMPP connection: the reader loop that answers the ESME, and its life cycle (bind,
 //! unbind, drop). The bytes go out through the connection's writer task ([`wire::write_loop`]).
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{
+    str::FromStr,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -358,8 +362,14 @@ impl Session {
         let keep_record = shared.records.enabled();
         let at = Utc::now();
         let content = (keep_record || wants_receipt).then(|| Content::of(submit));
+        // A carrier that reports one part of a concatenated message only.
+        let reported = |content: &Content| {
+            content.concat.as_ref().is_none_or(|c| {
+                shared.cfg.multipart_receipts.reports(c.seq, c.total)
+            })
+        };
         let receipt = match &content {
-            Some(content) if wants_receipt => {
+            Some(content) if wants_receipt && reported(content) => {
                 bump(&counters.receipts_owed);
                 Some(Arc::new(Receipt {
                     system_id: bound.system_id.clone(),
@@ -378,10 +388,15 @@ impl Session {
                     },
                     submitted: at,
                     text: receipts::text_excerpt(&content.text),
+                    intermediate: false,
+                    resp_written: AtomicBool::new(false),
                 }))
             }
             _ => None,
         };
+        if let Some(receipt) = receipt.as_ref().filter(|_| shared.cfg.receipt_before_resp) {
+            receipts::schedule(shared, Arc::clone(receipt));
+        }
         if let Some(content) = content.filter(|_| keep_record) {
             let record = SubmitRecord::new(at, &bound.system_id, &message_id, submit, content);
             shared.records.push(record);

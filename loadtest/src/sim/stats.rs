@@ -36,6 +36,8 @@ pub struct SimStats {
     pub unbinds: u64,
     /// generic_nack sent for unknown or undecodable PDUs.
     pub generic_nacks: u64,
+    /// Receipts sent before the submit_sm_resp carrying their id (`receipt_before_resp`).
+    pub receipts_before_resp: u64,
 }
 
 /// The live counters behind [`SimStats`].
@@ -54,6 +56,7 @@ pub(crate) struct Counters {
     pub disconnects: AtomicU64,
     pub unbinds: AtomicU64,
     pub generic_nacks: AtomicU64,
+    pub receipts_before_resp: AtomicU64,
 }
 
 /// Increments a counter by one.
@@ -80,6 +83,7 @@ impl Counters {
             disconnects: self.disconnects.load(Relaxed),
             unbinds: self.unbinds.load(Relaxed),
             generic_nacks: self.generic_nacks.load(Relaxed),
+            receipts_before_resp: self.receipts_before_resp.load(Relaxed),
         }
     }
 }

@@ -4,7 +4,11 @@
 //! with a bad body costs one generic_nack instead of the connection. Outbound, one writer task
 //! per connection encodes everything queued into one buffer and writes it with one syscall.
 
-use std::{collections::VecDeque, io, sync::Arc};
+use std::{
+    collections::VecDeque,
+    io,
+    sync::{Arc, atomic::Ordering},
+};
 
 use bytes::{Buf, BufMut, BytesMut};
 use chrono::Utc;
@@ -20,7 +24,12 @@ use tokio_util::{
     sync::CancellationToken,
 };
 
-use super::{Shared, hub::Push, receipts::Receipt};
+use super::{
+    Shared,
+    hub::Push,
+    receipts::{self, Receipt},
+    stats::bump,
+};
 
 /// SMPP command ids and statuses the simulator writes by number.
 pub(crate) mod ids {
@@ -165,7 +174,13 @@ impl Writer {
                     // Error responses carry no body (SMPP 3.4 §4.4.2).
                     None => put_header(&mut self.buf, 0, ids::SUBMIT_SM_RESP, status, seq),
                 }
-                self.written.extend(receipt);
+                if let Some(receipt) = receipt {
+                    receipt.resp_written.store(true, Ordering::Relaxed);
+                    // With receipt_before_resp its clock started at the submit_sm already.
+                    if !self.shared.cfg.receipt_before_resp {
+                        self.written.push(receipt);
+                    }
+                }
             }
         }
     }
@@ -179,8 +194,15 @@ impl Writer {
         match push {
             Push::Receipt { seq, receipt } => {
                 let cfg = &self.shared.cfg;
-                let pdu =
-                    receipt.deliver_sm(Utc::now(), cfg.receipt_tlvs, cfg.receipt_text_id_format);
+                if !receipt.resp_written.load(Ordering::Relaxed) {
+                    bump(&self.shared.counters.receipts_before_resp);
+                }
+                let pdu = receipt.deliver_sm(
+                    Utc::now(),
+                    cfg.receipt_tlvs,
+                    cfg.receipt_text_id_format,
+                    cfg.receipt_tlv_id_format,
+                );
                 self.encode_command(&Command::new(CommandStatus::EsmeRok, seq, pdu));
             }
             Push::Deliver { seq, pdu } => {
@@ -206,9 +228,7 @@ impl Writer {
     /// Starts the receipt clock of every submit_sm_resp handed to the socket.
     fn schedule_written(&mut self) {
         for receipt in self.written.drain(..) {
-            self.shared
-                .scheduler
-                .after(self.shared.cfg.receipt_delay.sample(), receipt);
+            receipts::schedule(&self.shared, receipt);
         }
     }
 }

@@ -33,9 +33,13 @@ pub(crate) enum Space {
     Ready = 8,
     /// send_at ms (BE) ++ id → (): every `scheduled` message in due order.
     Scheduled = 9,
+    /// due ms (BE) ++ id ++ rank → postcard(WebhookEvent): the status webhook outbox.
+    Outbox = 10,
+    /// id ++ rank → due ms (BE): finds a message's pending webhooks.
+    OutboxByMessage = 11,
 }
 
-const SPACES: [&str; 10] = [
+const SPACES: [&str; 12] = [
     "messages",
     "tracked",
     "finished",
@@ -46,6 +50,8 @@ const SPACES: [&str; 10] = [
     "inbound_by_time",
     "ready",
     "scheduled",
+    "outbox",
+    "outbox_by_message",
 ];
 
 /// One write of a batch.

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use super::active::ActiveSet;
 use super::store::{
     AppliedTransition, IdempotencyRecord, InboundRecord, Preference, PreferenceKind, ReadyPage,
-    Released, Store, StoreError,
+    Released, Store, StoreError, WebhookEvent,
 };
 use crate::config::{Durability, StoreConfig};
 use crate::message::{Applied, Kind, Message, MessageId, Status, Transition};
@@ -224,6 +224,34 @@ impl DurableStore {
         } else if accepted {
             writes.push(Write::Put(Space::Tracked, key, Vec::new()));
         }
+        if before.is_some_and(|b| b != m.status)
+            && let Some(event) = WebhookEvent::for_message(m, Utc::now())
+        {
+            Self::outbox_put(&event, writes);
+        }
+    }
+
+    /// `due ++ id ++ rank`: an outbox key.
+    fn outbox_key(e: &WebhookEvent) -> Vec<u8> {
+        let mut rest = e.message_id.to_bytes().to_vec();
+        rest.push(e.rank);
+        time_key(e.due, &rest)
+    }
+
+    /// `id ++ rank`: the by-message key of an outbox event.
+    fn outbox_message_key(id: MessageId, rank: u8) -> Vec<u8> {
+        let mut k = id.to_bytes().to_vec();
+        k.push(rank);
+        k
+    }
+
+    fn outbox_put(e: &WebhookEvent, writes: &mut Vec<Write>) {
+        writes.push(Write::Put(Space::Outbox, Self::outbox_key(e), encode(e)));
+        writes.push(Write::Put(
+            Space::OutboxByMessage,
+            Self::outbox_message_key(e.message_id, e.rank),
+            Vec::new(),
+        ));
     }
 
     /// Reads messages that are not in memory from disk.
@@ -553,6 +581,43 @@ impl Store for DurableStore {
             .iter()
             .map(|b| postcard::from_bytes(b).map_err(codec))
             .collect()
+    }
+
+    async fn webhooks_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<WebhookEvent>, StoreError> {
+        let upper = time_key(now + chrono::Duration::milliseconds(1), &[]);
+        self.read(move |kv| kv.values_between(Space::Outbox, &[], &upper, limit))
+            .await?
+            .iter()
+            .map(|b| postcard::from_bytes(b).map_err(codec))
+            .collect()
+    }
+
+    async fn webhook_pending(&self, id: MessageId, rank: u8) -> Result<bool, StoreError> {
+        let key = Self::outbox_message_key(id, rank);
+        Ok(self
+            .read(move |kv| kv.get(Space::OutboxByMessage, &key))
+            .await?
+            .is_some())
+    }
+
+    async fn webhook_settle(
+        &self,
+        event: &WebhookEvent,
+        retry: Option<WebhookEvent>,
+    ) -> Result<(), StoreError> {
+        let mut writes = vec![Write::Delete(Space::Outbox, Self::outbox_key(event))];
+        match retry {
+            Some(next) => Self::outbox_put(&next, &mut writes),
+            None => writes.push(Write::Delete(
+                Space::OutboxByMessage,
+                Self::outbox_message_key(event.message_id, event.rank),
+            )),
+        }
+        committed(self.writer.submit(writes)).await
     }
 
     async fn close(&self) -> Result<(), StoreError> {
