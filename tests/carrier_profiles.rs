@@ -417,3 +417,33 @@ async fn receipts_for_unknown_ids_go_to_the_dead_letter_record() {
     assert_eq!(body["error"]["code"], "forbidden");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_profile_each_id_quirk_loses_its_receipts() {
+    // The control for the quirk tests above: the same simulators, the default profile.
+    let quirks: [(MessageIdFormat, MessageIdFormat); 3] = [
+        (MessageIdFormat::Hex, MessageIdFormat::Decimal),
+        (MessageIdFormat::HexUpper, MessageIdFormat::Hex),
+        (MessageIdFormat::DecimalPadded, MessageIdFormat::Decimal),
+    ];
+    for (submit, receipt) in quirks {
+        let sim = sim(|s| {
+            s.message_id_format = submit;
+            s.receipt_text_id_format = Some(receipt);
+            s.receipt_tlv_id_format = Some(receipt);
+        });
+        let h = start(sim, "receipt_wait_s = 1").await;
+        send_many(&h, 5, "Hello").await;
+        h.wait_until(Duration::from_secs(10), || async {
+            metric_sum(&h.metrics().await, "smsgate_dlr_unmatched_total", &[]) >= 5.0
+        })
+        .await;
+        let metrics = h.metrics().await;
+        assert_eq!(
+            metric_sum(&metrics, "smsgate_messages_delivered_total", &[]),
+            0.0,
+            "{submit:?} / {receipt:?}"
+        );
+        h.stop().await;
+    }
+}

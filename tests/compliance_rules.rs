@@ -55,6 +55,8 @@ type Case = (
 
 const FR: &str = "+33612345678";
 const US: &str = "+12025550143";
+const US_LA: &str = "+12135550143";
+const US_UNPINNED: &str = "+18505550143";
 const CN: &str = "+8613800138000";
 
 #[tokio::test]
@@ -78,6 +80,8 @@ async fn rules_and_codes_per_country() {
     // FR and US marketing need consent (checked before quiet hours).
     consent(FR).await;
     consent(US).await;
+    consent(US_LA).await;
+    consent(US_UNPINNED).await;
     let weekday_noon_utc = utc("2026-11-24T12:00:00Z"); // Tuesday
     // (what, submission, now, expected: Ok(Some(send_at)) deferred, Ok(None) now, Err(code))
     let cases: Vec<Case> = vec![
@@ -100,8 +104,33 @@ async fn rules_and_codes_per_country() {
             Ok(None),
         ),
         (
-            // Every US zone must be inside 08:00–21:00: Honolulu is last to reach 08:00.
-            "US marketing at 22:30 in Los Angeles → 08:00 Honolulu",
+            // A Los Angeles number (area code 213) follows Los Angeles time.
+            "US marketing at 22:30 in Los Angeles → 08:00 Los Angeles",
+            submission(
+                US_LA,
+                "12345",
+                "Sale today. Reply STOP to opt out",
+                Kind::Marketing,
+            ),
+            utc("2026-11-25T06:30:00Z"),
+            Ok(Some(utc("2026-11-25T16:00:00Z"))),
+        ),
+        (
+            // Area code 850 spans two zones: every US zone must be inside
+            // 08:00–21:00, and Honolulu is last to reach 08:00.
+            "US marketing at 22:30 LA to an unpinned number → 08:00 Honolulu",
+            submission(
+                US_UNPINNED,
+                "12345",
+                "Sale today. Reply STOP to opt out",
+                Kind::Marketing,
+            ),
+            utc("2026-11-25T06:30:00Z"),
+            Ok(Some(utc("2026-11-25T18:00:00Z"))),
+        ),
+        (
+            // 01:30 in Washington DC → 08:00 Eastern.
+            "US marketing at 22:30 LA to a DC number → 08:00 New York",
             submission(
                 US,
                 "12345",
@@ -109,7 +138,7 @@ async fn rules_and_codes_per_country() {
                 Kind::Marketing,
             ),
             utc("2026-11-25T06:30:00Z"),
-            Ok(Some(utc("2026-11-25T18:00:00Z"))),
+            Ok(Some(utc("2026-11-25T13:00:00Z"))),
         ),
         (
             "US OTP at the same time → now",

@@ -1,5 +1,5 @@
 //! `config/grafana/smsgate.json` (and the alert expressions in
-//! `config/grafana/OPERATING.md`) use only metrics the gateway really exports:
+//! the README's Operating section) use only metrics the gateway really exports:
 //! every `smsgate_*` name in a panel's `expr` is a family in `GET /metrics`
 //! after traffic that touches each labelled family, and every label the
 //! queries select or group by is one those series carry.
@@ -51,11 +51,15 @@ fn exprs(dash: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The PromQL in OPERATING.md's table (its code spans that name a metric).
+/// The PromQL in the README's "Operating" section (its code spans that name a metric).
 fn alert_exprs() -> Vec<String> {
-    let text = std::fs::read_to_string(grafana_dir().join("OPERATING.md")).expect("OPERATING.md");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let start = readme.find("\n## Operating").expect("an Operating section");
+    let rest = &readme[start + 1..];
+    let text = &rest[..rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3)];
     let span = Regex::new(r"`([^`]+)`").unwrap();
-    span.captures_iter(&text)
+    span.captures_iter(text)
         .map(|c| c[1].to_owned())
         .filter(|s| s.contains("smsgate_") && !s.contains('*'))
         .collect()
@@ -346,7 +350,7 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
     for (source, e) in exprs(&dash)
         .into_iter()
         .map(|e| ("dashboard", e))
-        .chain(alert_exprs().into_iter().map(|e| ("OPERATING.md", e)))
+        .chain(alert_exprs().into_iter().map(|e| ("README Operating", e)))
     {
         let mut labels_here = BTreeSet::new();
         for c in metric.captures_iter(&e) {

@@ -8,6 +8,11 @@ use rusmpp::pdus::SubmitSm;
 use rusmpp::types::{COctetString, EmptyOrFullCOctetString, OctetString};
 use rusmpp::values::{DataCoding, EsmClass, Npi, RegisteredDelivery, Ton};
 
+use rusmpp::tlvs::MessageSubmissionRequestTlvValue as Tlv;
+
+use super::profile::{
+    CarrierProfile, DefaultAlphabet, Gsm7Packing, LongMessages, fill_bits, pack_septets,
+};
 use crate::compliance::rules::SenderType;
 use crate::encoding::{self, EncodedSegment, Encoding};
 use crate::message::Message;
@@ -78,17 +83,33 @@ pub fn relative_validity(now: DateTime<Utc>, until: DateTime<Utc>) -> String {
 }
 
 /// The submit_sm PDUs for the given segments of a message, paired with the
-/// segment index each carries.
+/// segment index each carries, for an SMSC that follows the book (the default
+/// [`CarrierProfile`]).
 pub fn submit_sms(
     m: &Message,
     segments: &[u32],
     now: DateTime<Utc>,
 ) -> Result<Vec<(u32, SubmitSm)>, PduError> {
+    submit_sms_for(m, segments, now, &CarrierProfile::default())
+}
+
+/// The submit_sm PDUs for the given segments of a message, written in the
+/// carrier's dialect: GSM text as packed septets or Latin-1 octets when its
+/// profile says so, parts marked by SAR TLVs instead of a UDH, TON/NPI forced.
+/// Segmentation never changes (the segment count was promised at admission):
+/// a carrier whose data_coding 0 is Latin-1 converts to GSM 7-bit for the air
+/// interface, so its parts hold as many characters.
+pub fn submit_sms_for(
+    m: &Message,
+    segments: &[u32],
+    now: DateTime<Utc>,
+    profile: &CarrierProfile,
+) -> Result<Vec<(u32, SubmitSm)>, PduError> {
     let plan = encoding::plan(&m.text);
     let encoded: Vec<EncodedSegment> = encoding::encode(&m.text, plan, m.concat_ref)
         .map_err(|e| PduError::Encode(e.to_string()))?;
-    let source = address_for(&m.from);
-    let dest = address_for(&m.to);
+    let source = forced(address_for(&m.from), profile.source_ton, profile.source_npi);
+    let dest = forced(address_for(&m.to), profile.dest_ton, profile.dest_npi);
     let source_addr =
         COctetString::<1, 21>::from_str(&source.addr).map_err(field("source_addr"))?;
     let destination_addr =
@@ -99,6 +120,7 @@ pub fn submit_sms(
         Encoding::Gsm7 => DataCoding::McSpecific,
         Encoding::Ucs2 => DataCoding::Ucs2,
     };
+    let total = encoded.len();
     segments
         .iter()
         .map(|&i| {
@@ -106,11 +128,25 @@ pub fn submit_sms(
                 field: "segment",
                 reason: format!("segment {i} out of range"),
             })?;
-            let short_message = OctetString::<0, 255>::from_slice(&seg.short_message)
-                .map_err(field("short_message"))?;
+            let (udh, payload) = if seg.udhi {
+                seg.short_message.split_at(encoding::CONCAT_UDH_LEN)
+            } else {
+                (&[][..], &seg.short_message[..])
+            };
+            let sar = seg.udhi && profile.long_messages == LongMessages::Sar;
+            let udh = if sar { &[][..] } else { udh };
+            let payload = match m.encoding {
+                Encoding::Gsm7 => gsm_payload(payload, udh.len(), profile),
+                Encoding::Ucs2 => payload.to_vec(),
+            };
+            let mut bytes = Vec::with_capacity(udh.len() + payload.len());
+            bytes.extend_from_slice(udh);
+            bytes.extend_from_slice(&payload);
+            let short_message =
+                OctetString::<0, 255>::from_vec(bytes).map_err(field("short_message"))?;
             // Not EsmClass::default(): in rusmpp 0.4.0 that sets an ANSI-41 bit (0x08).
-            let esm_class = EsmClass::from(if seg.udhi { 0x40 } else { 0x00 });
-            let pdu = SubmitSm::builder()
+            let esm_class = EsmClass::from(if !udh.is_empty() { 0x40 } else { 0x00 });
+            let mut pdu = SubmitSm::builder()
                 .source_addr_ton(source.ton)
                 .source_addr_npi(source.npi)
                 .source_addr(source_addr.clone())
@@ -124,9 +160,42 @@ pub fn submit_sms(
                 .data_coding(data_coding)
                 .short_message(short_message)
                 .build();
+            if sar {
+                // At most 255 parts (encoding refuses more), so the casts cannot truncate.
+                pdu.push_tlv(Tlv::SarMsgRefNum(u16::from(m.concat_ref)));
+                pdu.push_tlv(Tlv::SarTotalSegments(total as u8));
+                pdu.push_tlv(Tlv::SarSegmentSeqnum(i as u8 + 1));
+            }
             Ok((i, pdu))
         })
         .collect()
+}
+
+/// An address with the profile's forced TON/NPI.
+fn forced(mut a: Address, ton: Option<u8>, npi: Option<u8>) -> Address {
+    if let Some(ton) = ton {
+        a.ton = Ton::from(ton);
+    }
+    if let Some(npi) = npi {
+        a.npi = Npi::from(npi);
+    }
+    a
+}
+
+/// GSM text (unpacked septets) as the carrier takes data_coding 0: as it
+/// is, packed after a UDH of `udh_len` octets, or as Latin-1 octets (a
+/// character Latin-1 lacks becomes `?`).
+fn gsm_payload(septets: &[u8], udh_len: usize, profile: &CarrierProfile) -> Vec<u8> {
+    match (profile.data_coding_0, profile.gsm7) {
+        (DefaultAlphabet::Latin1, _) => encoding::decode(0x00, septets)
+            .chars()
+            .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+            .collect(),
+        (DefaultAlphabet::Gsm, Gsm7Packing::Packed) => {
+            pack_septets(septets, fill_bits(udh_len))
+        }
+        (DefaultAlphabet::Gsm, Gsm7Packing::Unpacked) => septets.to_vec(),
+    }
 }
 
 /// Maps a field-conversion error to [`PduError::Field`].
@@ -165,5 +234,113 @@ mod tests {
             "000001010101000R"
         );
         assert_eq!(relative_validity(now, now), "000000000001000R");
+    }
+
+    use crate::message::{Kind, sample};
+
+    /// A message whose text plans to `segments` GSM parts.
+    fn message(text: &str) -> Message {
+        sample(text, Kind::Transactional, encoding::plan(text).segments)
+    }
+
+    fn long() -> Message {
+        message(&"Your parcel is on its way. ".repeat(19))
+    }
+
+    fn sar_tlvs(pdu: &SubmitSm) -> Vec<(u16, u8, u8)> {
+        use rusmpp::tlvs::TlvValue;
+        let (mut r, mut t, mut s) = (None, None, None);
+        for tlv in pdu.tlvs() {
+            match tlv.value() {
+                Some(TlvValue::SarMsgRefNum(v)) => r = Some(*v),
+                Some(TlvValue::SarTotalSegments(v)) => t = Some(*v),
+                Some(TlvValue::SarSegmentSeqnum(v)) => s = Some(*v),
+                _ => {}
+            }
+        }
+        r.into_iter().map(|r| (r, t.unwrap(), s.unwrap())).collect()
+    }
+
+    #[test]
+    fn the_default_profile_sends_unpacked_gsm_with_a_udh() {
+        let m = long();
+        let pdus = submit_sms(&m, &[0, 1, 2, 3], Utc::now()).unwrap();
+        assert_eq!(pdus.len(), 4);
+        let (_, first) = &pdus[0];
+        assert_eq!(u8::from(first.esm_class), 0x40);
+        assert_eq!(&first.short_message()[..6], [0x05, 0x00, 0x03, 1, 4, 1]);
+        assert_eq!(first.short_message().len(), 6 + 153);
+        assert!(sar_tlvs(first).is_empty());
+        assert_eq!(u8::from(first.data_coding), 0x00);
+    }
+
+    #[test]
+    fn sar_profile_marks_parts_with_tlvs_and_no_udh() {
+        let profile = CarrierProfile {
+            long_messages: LongMessages::Sar,
+            ..CarrierProfile::default()
+        };
+        let m = long();
+        let pdus = submit_sms_for(&m, &[0, 3], Utc::now(), &profile).unwrap();
+        let (i, last) = &pdus[1];
+        assert_eq!(*i, 3);
+        assert_eq!(u8::from(last.esm_class), 0x00);
+        assert_eq!(sar_tlvs(last), [(u16::from(m.concat_ref), 4, 4)]);
+        assert_eq!(last.short_message().len(), 513 - 3 * 153);
+        // A single-part message has nothing to mark.
+        let short = message("Hello");
+        let (_, single) = &submit_sms_for(&short, &[0], Utc::now(), &profile).unwrap()[0];
+        assert!(sar_tlvs(single).is_empty());
+        assert_eq!(single.short_message().as_ref(), b"Hello");
+    }
+
+    #[test]
+    fn packed_profile_packs_septets_after_the_udh() {
+        let profile = CarrierProfile {
+            gsm7: Gsm7Packing::Packed,
+            ..CarrierProfile::default()
+        };
+        let one = message(&"a".repeat(160));
+        let (_, pdu) = &submit_sms_for(&one, &[0], Utc::now(), &profile).unwrap()[0];
+        assert_eq!(pdu.short_message().len(), 140);
+        let m = long();
+        let (_, part) = &submit_sms_for(&m, &[0], Utc::now(), &profile).unwrap()[0];
+        assert_eq!(part.short_message().len(), 140);
+        assert_eq!(
+            profile.decode(0x00, &part.short_message()[6..], 6),
+            m.text.chars().take(153).collect::<String>()
+        );
+    }
+
+    #[test]
+    fn latin1_profile_writes_gsm_text_as_latin1_octets() {
+        let profile = CarrierProfile {
+            data_coding_0: DefaultAlphabet::Latin1,
+            ..CarrierProfile::default()
+        };
+        let m = message("Café 5€ {ok} Δ");
+        let (_, pdu) = &submit_sms_for(&m, &[0], Utc::now(), &profile).unwrap()[0];
+        assert_eq!(pdu.short_message().as_ref(), b"Caf\xe9 5? {ok} ?");
+        assert_eq!(u8::from(pdu.data_coding), 0x00);
+    }
+
+    #[test]
+    fn forced_ton_npi_win_over_the_shape() {
+        let profile = CarrierProfile {
+            source_ton: Some(1),
+            source_npi: Some(1),
+            dest_ton: Some(0),
+            dest_npi: Some(0),
+            ..CarrierProfile::default()
+        };
+        let (_, pdu) = &submit_sms_for(&message("Hi"), &[0], Utc::now(), &profile).unwrap()[0];
+        assert_eq!(
+            (pdu.source_addr_ton, pdu.source_addr_npi),
+            (Ton::International, Npi::Isdn)
+        );
+        assert_eq!((pdu.dest_addr_ton, pdu.dest_addr_npi), (Ton::Unknown, Npi::Unknown));
+        // Without a profile the sender is alphanumeric.
+        let (_, plain) = &submit_sms(&message("Hi"), &[0], Utc::now()).unwrap()[0];
+        assert_eq!(plain.source_addr_ton, Ton::Alphanumeric);
     }
 }

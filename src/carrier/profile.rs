@@ -271,6 +271,31 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_profile_in_the_example_config_parses_and_shows_the_defaults() {
+        let example = include_str!("../../config/smsgate.toml");
+        let block: String = example
+            .lines()
+            .skip_while(|l| l.trim() != "# [carriers.profile]")
+            .skip(1)
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(block.contains("mo_reassembly_s"), "{block}");
+        let p: CarrierProfile = toml::from_str(&block).expect("the documented profile parses");
+        let defaults = CarrierProfile {
+            receipt_tlv_id: Some(IdFormat::Exact),
+            source_ton: Some(5),
+            source_npi: Some(0),
+            dest_ton: Some(1),
+            dest_npi: Some(1),
+            ..CarrierProfile::default()
+        };
+        assert_eq!(p, defaults);
+    }
+
+    #[test]
     fn packed_gsm_round_trips_with_and_without_a_udh() {
         let text: Vec<u8> = b"hellohello".to_vec();
         for udh_len in [0, 6, 7] {

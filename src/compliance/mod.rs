@@ -251,7 +251,7 @@ impl Admission {
             self.templates.check(&s.account, &s.from, &s.text)?;
         }
         let text = check_content(rules, s.text, marketing, &recipient.country)?;
-        let send_at = quiet_hours(rules, s.send_at, marketing, now, &recipient.country)?;
+        let send_at = quiet_hours(rules, &recipient.e164, s.send_at, marketing, now, &recipient.country)?;
         if marketing && rules.marketing_max_per_day > 0 {
             let at = send_at.filter(|t| *t > now).unwrap_or(now);
             self.caps
@@ -384,6 +384,7 @@ fn check_content(
 /// next allowed instant) or refused.
 fn quiet_hours(
     rules: &CountryRules,
+    to: &str,
     send_at: Option<DateTime<Utc>>,
     marketing: bool,
     now: DateTime<Utc>,
@@ -393,7 +394,7 @@ fn quiet_hours(
         return Ok(send_at);
     }
     let at = send_at.filter(|t| *t > now).unwrap_or(now);
-    match quiet::next_allowed(rules, at) {
+    match quiet::next_allowed(rules, quiet::zones_for(rules, to), at) {
         None => Ok(send_at),
         Some(next) => match (rules.quiet_hours_action, next) {
             (QuietAction::Defer, Some(next)) => Ok(Some(next)),

@@ -94,6 +94,7 @@ struct Partial {
     blocked_patterns: Option<Vec<String>>,
     max_segments: Option<u32>,
     timezones: Option<Vec<String>>,
+    zone_prefixes: Option<std::collections::BTreeMap<String, String>>,
     quiet_hours_action: Option<QuietAction>,
     marketing_window: Option<WindowSpec>,
     holidays: Option<Vec<String>>,
@@ -120,6 +121,7 @@ impl Partial {
             blocked_patterns,
             max_segments,
             timezones,
+            zone_prefixes,
             quiet_hours_action,
             marketing_window,
             holidays,
@@ -174,6 +176,8 @@ pub struct CountryRules {
     pub max_segments: u32,
     /// The country's zones.
     pub timezones: Vec<Tz>,
+    /// Number prefixes that pin a number to one of the zones, longest first.
+    pub zone_prefixes: Vec<(String, Tz)>,
     /// Outside the window: defer or reject.
     pub quiet_hours_action: QuietAction,
     /// When marketing may go (none = any time).
@@ -213,6 +217,7 @@ fn builtin() -> Partial {
         blocked_patterns: Some(Vec::new()),
         max_segments: Some(10),
         timezones: Some(Vec::new()),
+        zone_prefixes: None,
         quiet_hours_action: Some(QuietAction::Defer),
         marketing_window: None,
         holidays: Some(Vec::new()),
@@ -309,6 +314,26 @@ fn resolve(country: &str, p: Partial) -> Result<CountryRules, RulesError> {
         .marketing_window
         .map(|w| window(&w).map_err(invalid))
         .transpose()?;
+    let mut zone_prefixes = p
+        .zone_prefixes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(prefix, z)| {
+            let tz = z
+                .parse::<Tz>()
+                .map_err(|_| invalid(format!("unknown time zone {z:?} for prefix {prefix}")))?;
+            if !prefix.starts_with('+') || !prefix[1..].bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(format!("zone prefix {prefix:?} must be + and digits")));
+            }
+            if !timezones.contains(&tz) {
+                return Err(invalid(format!(
+                    "zone prefix {prefix} names {z}, which is not in timezones"
+                )));
+            }
+            Ok((prefix, tz))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    zone_prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     if marketing_window.is_some() && timezones.is_empty() {
         return Err(invalid("a marketing_window needs timezones".into()));
     }
@@ -337,6 +362,7 @@ fn resolve(country: &str, p: Partial) -> Result<CountryRules, RulesError> {
         blocked_patterns,
         max_segments,
         timezones,
+        zone_prefixes,
         quiet_hours_action: p.quiet_hours_action.unwrap_or_default(),
         marketing_window,
         holidays,
