@@ -221,10 +221,13 @@ impl ReadySet {
                 let i = (kq.next + step) % n;
                 let q = &mut kq.accounts[i];
                 let Some(entry) = pop_fresh(q, &serves, now, &mut taken.expired) else {
-                    request_page(q, kind, self.window, self.page_size, &mut taken.pages);
+                    // Nothing here for this carrier: what is in memory may all
+                    // wait for a carrier that is down, so read on (up to a few
+                    // windows) to find traffic this one can take.
+                    request_page(q, kind, self.window, self.page_size, true, &mut taken.pages);
                     continue;
                 };
-                request_page(q, kind, self.window, self.page_size, &mut taken.pages);
+                request_page(q, kind, self.window, self.page_size, false, &mut taken.pages);
                 q.served += 1;
                 if q.served >= q.weight {
                     q.served = 0;
@@ -382,15 +385,26 @@ fn pop_fresh(
     None
 }
 
-/// Asks for the next page when the window is running low.
+/// Most windows an account queue may hold when its in-memory messages all
+/// wait for carriers that are down.
+const STUCK_WINDOWS: usize = 4;
+
+/// Asks for the next page when the window is running low (or, when the
+/// carrier found nothing it may take, until [`STUCK_WINDOWS`] are held).
 fn request_page(
     q: &mut AccountQueue,
     kind: Kind,
     window: usize,
     page_size: usize,
+    starved: bool,
     pages: &mut Vec<PageRequest>,
 ) {
-    if q.loading || q.on_disk == 0 || q.windowed.saturating_mul(2) >= window {
+    let limit = if starved {
+        window.saturating_mul(STUCK_WINDOWS)
+    } else {
+        window / 2
+    };
+    if q.loading || q.on_disk == 0 || q.windowed >= limit.max(1) {
         return;
     }
     q.loading = true;
@@ -398,7 +412,9 @@ fn request_page(
         kind,
         account: q.account.clone(),
         after: q.cursor,
-        limit: page_size.min(window.saturating_sub(q.windowed)).max(1),
+        limit: page_size
+            .min(window.saturating_mul(STUCK_WINDOWS).saturating_sub(q.windowed))
+            .max(1),
     });
 }
 
@@ -583,5 +599,22 @@ mod tests {
             t.pages[0].after < Some(ids[2].id),
             "the next page starts below the late one"
         );
+    }
+
+    #[test]
+    fn a_window_full_of_stuck_traffic_does_not_hide_what_a_carrier_can_take() {
+        let mut r = set(2);
+        // Two messages for route 1 (its carrier is down) fill the window;
+        // one for route 0 waits on disk.
+        r.insert(Kind::Marketing, "big", entry(1));
+        r.insert(Kind::Marketing, "big", entry(1));
+        let waiting = entry(0);
+        assert_eq!(r.insert(Kind::Marketing, "big", waiting), Placement::Disk);
+        let t = r.take(|route| route == 0, Utc::now());
+        assert!(t.entry.is_none());
+        assert_eq!(t.pages.len(), 1, "reads on although the window is full");
+        r.paged(Kind::Marketing, "big", vec![waiting], Some(waiting.id), true);
+        let t = r.take(|route| route == 0, Utc::now());
+        assert_eq!(t.entry.map(|(_, e)| e.id), Some(waiting.id));
     }
 }

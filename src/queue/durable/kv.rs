@@ -176,11 +176,7 @@ impl Kv {
         upper: &[u8],
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.space(s)
-            .range(..upper)
-            .take(limit)
-            .map(|g| g.key().map(|k| k.to_vec()).map_err(backend))
-            .collect()
+        self.keys_between(s, &[], upper, limit)
     }
 
     /// Bytes on disk.
