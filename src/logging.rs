@@ -41,7 +41,11 @@ impl fmt::Display for Masked<'_> {
             out.push('+');
         }
         for (i, d) in self.0.chars().filter(char::is_ascii_digit).enumerate() {
-            out.push(if i < kept || i >= digits - kept { d } else { '*' });
+            out.push(if i < kept || i >= digits - kept {
+                d
+            } else {
+                '*'
+            });
         }
         f.write_str(&out)
     }
@@ -60,7 +64,7 @@ mod tests {
     #[test]
     fn the_middle_digits_are_hidden() {
         assert_eq!(mask("+447400123456").to_string(), "+4474****3456");
-        assert_eq!(mask("+12025550143").to_string(), "+120*****0143");
+        assert_eq!(mask("+12025550143").to_string(), "+120*****143");
         assert_eq!(mask("447400123456").to_string(), "4474****3456");
         assert_eq!(mask("+4915123456789").to_string(), "+4915*****6789");
     }

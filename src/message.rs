@@ -742,7 +742,11 @@ mod tests {
         assert_eq!(m.status, Status::Submitted);
         receipt_in(&mut m, 0, ReceiptState::Delivered, MultipartReceipts::First);
         assert_eq!(m.status, Status::Delivered);
-        assert!(m.segments.iter().all(|s| s.state == SegmentState::Delivered));
+        assert!(
+            m.segments
+                .iter()
+                .all(|s| s.state == SegmentState::Delivered)
+        );
 
         let mut m = message(4);
         (0..4).for_each(|s| accept(&mut m, s));
@@ -762,7 +766,12 @@ mod tests {
 
         let mut m = message(3);
         (0..3).for_each(|s| accept(&mut m, s));
-        receipt_in(&mut m, 2, ReceiptState::Undeliverable, MultipartReceipts::Last);
+        receipt_in(
+            &mut m,
+            2,
+            ReceiptState::Undeliverable,
+            MultipartReceipts::Last,
+        );
         assert_eq!(m.status, Status::Undeliverable);
     }
 
@@ -775,6 +784,38 @@ mod tests {
         assert_eq!(m.status, Status::Queued);
         assert_eq!(m.pending_segments().collect::<Vec<_>>(), vec![2]);
         assert_eq!(m.segments[1].state, SegmentState::Delivered);
+    }
+
+    #[test]
+    fn every_receipt_state_maps_to_a_status() {
+        let cases = [
+            ("DELIVRD", Status::Delivered),
+            ("EXPIRED", Status::Expired),
+            ("DELETED", Status::Undeliverable),
+            ("UNDELIV", Status::Undeliverable),
+            ("ACCEPTD", Status::Submitted),
+            ("UNKNOWN", Status::Undeliverable),
+            ("REJECTD", Status::Undeliverable),
+            ("ENROUTE", Status::Submitted),
+        ];
+        for (stat, status) in cases {
+            let mut m = message(1);
+            accept(&mut m, 0);
+            let state = ReceiptState::from_stat(stat).unwrap();
+            m.apply(&Transition::SegmentReceipt {
+                segment: 0,
+                state,
+                error: Some("001 (network 3:1)".into()),
+                at: Utc::now(),
+                multipart: MultipartReceipts::All,
+            });
+            assert_eq!(m.status, status, "{stat}");
+            assert_eq!(m.done_at.is_some(), status.is_final(), "{stat}");
+            if status.is_final() && status != Status::Delivered {
+                let error = m.error.as_ref().unwrap();
+                assert!(error.message.contains("001 (network 3:1)"), "{error:?}");
+            }
+        }
     }
 
     #[test]

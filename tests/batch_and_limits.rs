@@ -67,7 +67,8 @@ async fn batch(h: &Harness, key: &str, messages: Vec<Value>) -> (u16, Option<u64
 }
 
 async fn send(h: &Harness, key: &str, body: Value) -> (u16, Option<u64>, Value) {
-    let (status, retry, _, body) = call(h, Method::POST, key, "/v1/messages", Some(body), None).await;
+    let (status, retry, _, body) =
+        call(h, Method::POST, key, "/v1/messages", Some(body), None).await;
     (status, retry, body)
 }
 
@@ -86,16 +87,52 @@ async fn a_batch_of_1000_with_10_invalid_messages_accepts_990_and_submits_them()
     let h = Harness::start_with(SimConfig::default(), 2, 64, |_| {}).await;
     // Ten bad ones spread through the batch, each with the code a single send would get.
     let bad: Vec<(usize, Value, &str)> = vec![
-        (0, json!({"to": "+4474001", "from": "ACME", "text": "x"}), "invalid_number"),
-        (97, json!({"to": "07400100097", "from": "ACME", "text": "x"}), "invalid_number"),
-        (150, json!({"to": number(150), "from": "ACME", "text": ""}), "malformed_request"),
-        (311, json!({"to": number(311), "from": "ACME", "text": "x", "kind": "urgent"}), "malformed_request"),
-        (402, json!({"to": number(402), "text": "no sender"}), "malformed_request"),
+        (
+            0,
+            json!({"to": "+4474001", "from": "ACME", "text": "x"}),
+            "invalid_number",
+        ),
+        (
+            97,
+            json!({"to": "07400100097", "from": "ACME", "text": "x"}),
+            "invalid_number",
+        ),
+        (
+            150,
+            json!({"to": number(150), "from": "ACME", "text": ""}),
+            "malformed_request",
+        ),
+        (
+            311,
+            json!({"to": number(311), "from": "ACME", "text": "x", "kind": "urgent"}),
+            "malformed_request",
+        ),
+        (
+            402,
+            json!({"to": number(402), "text": "no sender"}),
+            "malformed_request",
+        ),
         (555, json!("not an object"), "malformed_request"),
-        (640, json!({"to": number(640), "from": "ACME", "text": "x", "validity_s": 0}), "validity_invalid"),
-        (777, json!({"to": number(777), "from": "ACME!", "text": "x"}), "sender_not_allowed"),
-        (901, json!({"to": number(901), "from": "ACME", "text": "x".repeat(2000)}), "text_too_long"),
-        (999, json!({"to": number(999), "from": "ACME", "text": "x", "callback_url": "ftp://x"}), "malformed_request"),
+        (
+            640,
+            json!({"to": number(640), "from": "ACME", "text": "x", "validity_s": 0}),
+            "validity_invalid",
+        ),
+        (
+            777,
+            json!({"to": number(777), "from": "ACME!", "text": "x"}),
+            "sender_not_allowed",
+        ),
+        (
+            901,
+            json!({"to": number(901), "from": "ACME", "text": "x".repeat(2000)}),
+            "text_too_long",
+        ),
+        (
+            999,
+            json!({"to": number(999), "from": "ACME", "text": "x", "callback_url": "ftp://x"}),
+            "malformed_request",
+        ),
     ];
     let mut messages: Vec<Value> = (0..1000)
         .map(|i| json!({"to": number(i), "from": "ACME", "text": format!("batch item {i}")}))
@@ -104,7 +141,7 @@ async fn a_batch_of_1000_with_10_invalid_messages_accepts_990_and_submits_them()
         messages[*i] = body.clone();
     }
     let (status, _, body) = batch(&h, KEY, messages).await;
-    assert_eq!(status, 202, "{body}");
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["accepted"], 990);
     assert_eq!(body["refused"], 10);
     let results = body["results"].as_array().expect("results");
@@ -162,7 +199,10 @@ async fn a_batch_of_1000_with_10_invalid_messages_accepts_990_and_submits_them()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_with_nothing_acceptable_is_422_with_every_result() {
-    let h = Harness::start(SimConfig::default()).await;
+    let h = Harness::start_with(SimConfig::default(), 2, 16, |c| {
+        c.http.max_batch_body_bytes = 100 * 1024;
+    })
+    .await;
     let (status, _, body) = batch(
         &h,
         KEY,
@@ -181,9 +221,15 @@ async fn a_batch_with_nothing_acceptable_is_422_with_every_result() {
 
     // Empty, oversized and shapeless batches are malformed requests.
     let (status, _, body) = batch(&h, KEY, vec![]).await;
-    assert_eq!((status, &body["error"]["code"]), (400, &json!("malformed_request")));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("malformed_request"))
+    );
     let (status, _, body) = batch(&h, KEY, vec![otp(&number(1), "x"); 1001]).await;
-    assert_eq!((status, &body["error"]["code"]), (400, &json!("malformed_request")));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("malformed_request"))
+    );
     let (status, _, _, body) = call(
         &h,
         Method::POST,
@@ -193,7 +239,16 @@ async fn a_batch_with_nothing_acceptable_is_422_with_every_result() {
         None,
     )
     .await;
-    assert_eq!((status, &body["error"]["code"]), (400, &json!("malformed_request")));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("malformed_request"))
+    );
+    // Over http.max_batch_body_bytes.
+    let (status, _, body) = batch(&h, KEY, vec![otp(&number(1), &"x".repeat(1100)); 100]).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (413, &json!("payload_too_large"))
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(h.sim.submit_count(), 0);
     h.stop().await;
@@ -202,7 +257,8 @@ async fn a_batch_with_nothing_acceptable_is_422_with_every_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_batch_with_its_idempotency_key_sends_nothing_new() {
     let h = Harness::start(SimConfig::default()).await;
-    let messages = json!({ "messages": (0..5).map(|i| otp(&number(i), "code 1")).collect::<Vec<_>>() });
+    let messages =
+        json!({ "messages": (0..5).map(|i| otp(&number(i), "code 1")).collect::<Vec<_>>() });
     let (status, _, replayed, first) = call(
         &h,
         Method::POST,
@@ -212,7 +268,7 @@ async fn a_repeated_batch_with_its_idempotency_key_sends_nothing_new() {
         Some("batch-1"),
     )
     .await;
-    assert_eq!((status, replayed), (202, false), "{first}");
+    assert_eq!((status, replayed), (200, false), "{first}");
     let (status, _, replayed, again) = call(
         &h,
         Method::POST,
@@ -222,9 +278,10 @@ async fn a_repeated_batch_with_its_idempotency_key_sends_nothing_new() {
         Some("batch-1"),
     )
     .await;
-    assert_eq!((status, replayed), (202, true));
+    assert_eq!((status, replayed), (200, true));
     assert_eq!(again, first);
-    h.wait_until(WAIT, || async { h.sim.submit_count() >= 5 }).await;
+    h.wait_until(WAIT, || async { h.sim.submit_count() >= 5 })
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(h.sim.submit_count(), 5);
     h.stop().await;
@@ -249,7 +306,10 @@ async fn over_the_rate_limit_is_429_with_retry_after_and_the_next_window_accepts
     assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
     // A batch counts one per message and is refused whole.
     let (status, retry, body) = batch(&h, KEY, vec![otp(&number(4), "code"); 2]).await;
-    assert_eq!((status, &body["error"]["code"]), (429, &json!("rate_limited")));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (429, &json!("rate_limited"))
+    );
     assert!(retry.is_some());
     // The limit is the account's own: another account still sends.
     let (status, _, body) = send(&h, "other-key", otp(&number(5), "code")).await;
@@ -260,7 +320,8 @@ async fn over_the_rate_limit_is_429_with_retry_after_and_the_next_window_accepts
     let (status, _, body) = send(&h, KEY, otp(&number(6), "code")).await;
     assert_eq!(status, 202, "after Retry-After: {body}");
 
-    h.wait_until(WAIT, || async { h.sim.submit_count() >= 5 }).await;
+    h.wait_until(WAIT, || async { h.sim.submit_count() >= 5 })
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(h.sim.submit_count(), 5, "nothing refused was sent");
     let metrics = h.metrics().await;
@@ -292,19 +353,25 @@ async fn the_daily_quota_counts_accepted_messages_only() {
         ],
     )
     .await;
-    assert_eq!((status, &body["accepted"]), (202, &json!(2)), "{body}");
+    assert_eq!((status, &body["accepted"]), (200, &json!(2)), "{body}");
     // Two more do not fit: refused whole.
     let (status, retry_after, body) =
         batch(&h, KEY, vec![otp(&number(3), "d"), otp(&number(4), "e")]).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "quota_exceeded");
     let retry_after = retry_after.expect("Retry-After");
-    assert!((1..=86_400).contains(&retry_after), "until midnight UTC: {retry_after}");
+    assert!(
+        (1..=86_400).contains(&retry_after),
+        "until midnight UTC: {retry_after}"
+    );
     // One does.
     let (status, _, body) = send(&h, KEY, otp(&number(5), "f")).await;
     assert_eq!(status, 202, "{body}");
     let (status, _, body) = send(&h, KEY, otp(&number(6), "g")).await;
-    assert_eq!((status, &body["error"]["code"]), (429, &json!("quota_exceeded")));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (429, &json!("quota_exceeded"))
+    );
     h.stop().await;
 }
 
@@ -323,8 +390,9 @@ async fn accounts_are_kept_apart_messages_404_and_opt_outs_untouched() {
 
     // Each account sees its own messages; another's id is 404, for batches too.
     let mine = h.send_ok(otp(&number(1), "for test")).await;
-    let (status, _, body) = batch(&h, key, vec![json!({"to": number(2), "text": "from shop"})]).await;
-    assert_eq!(status, 202, "{body}");
+    let (status, _, body) =
+        batch(&h, key, vec![json!({"to": number(2), "text": "from shop"})]).await;
+    assert_eq!(status, 200, "{body}");
     let theirs = body["results"][0]["id"].as_str().unwrap().to_owned();
     for (who, id, code) in [
         (KEY, &mine, 200),
@@ -349,7 +417,10 @@ async fn accounts_are_kept_apart_messages_404_and_opt_outs_untouched() {
     .await;
     // The test account has no default sender.
     let (status, _, body) = send(&h, KEY, json!({"to": number(3), "text": "no sender"})).await;
-    assert_eq!((status, &body["error"]["code"]), (400, &json!("malformed_request")));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("malformed_request"))
+    );
 
     // An opt-out recorded by one account does not touch another's list.
     let victim = number(7);
@@ -410,12 +481,15 @@ async fn logs_follow_a_message_by_id_without_its_number_or_text() {
     let id = h.send_ok(otp(to, text)).await;
     h.wait_status(&id, "delivered", WAIT).await;
     let (status, _, _) = batch(&h, KEY, vec![otp(to, text), otp("+4474009", text)]).await;
-    assert_eq!(status, 202);
+    assert_eq!(status, 200);
     h.stop().await;
 
     let text_out = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     // Even at debug, and whatever other tests of this binary logged.
-    assert!(!text_out.contains("447400987654"), "a full number was logged");
+    assert!(
+        !text_out.contains("447400987654"),
+        "a full number was logged"
+    );
     assert!(!text_out.contains("918273"), "message text was logged");
     let lines: Vec<Value> = text_out
         .lines()

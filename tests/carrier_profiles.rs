@@ -55,8 +55,10 @@ async fn get(h: &Harness, key: &str, path: &str) -> (u16, Value) {
 async fn send_many(h: &Harness, n: usize, text: &str) -> Vec<String> {
     futures::stream::iter(0..n)
         .map(|i| async move {
-            h.send_ok(json!({ "to": number(i), "from": "ACME", "text": text, "kind": "transactional" }))
-                .await
+            h.send_ok(
+                json!({ "to": number(i), "from": "ACME", "text": text, "kind": "transactional" }),
+            )
+            .await
         })
         .buffered(32)
         .collect()
@@ -119,8 +121,12 @@ async fn decimal_ids_in_receipts_match_hex_ids_in_responses() {
     )
     .await;
     // The status shows the id as the SMSC answered it (hex, 16 digits).
-    let id = h.send_ok(json!({ "to": number(0), "from": "ACME", "text": "Hi" })).await;
-    let m = h.wait_status(&id, "delivered", Duration::from_secs(10)).await;
+    let id = h
+        .send_ok(json!({ "to": number(0), "from": "ACME", "text": "Hi" }))
+        .await;
+    let m = h
+        .wait_status(&id, "delivered", Duration::from_secs(10))
+        .await;
     let smsc_id = m["smsc_message_ids"][0].as_str().unwrap_or_default();
     assert_eq!(smsc_id.len(), 16, "{m}");
     assert!(u64::from_str_radix(smsc_id, 16).is_ok(), "{m}");
@@ -285,7 +291,9 @@ async fn an_enroute_receipt_then_delivrd_passes_through_submitted_to_delivered()
     assert_eq!(m["status"], "submitted", "{m}");
     assert!(m["done_at"].is_null(), "{m}");
     // Then DELIVRD ends it.
-    let m = h.wait_status(&id, "delivered", Duration::from_secs(5)).await;
+    let m = h
+        .wait_status(&id, "delivered", Duration::from_secs(5))
+        .await;
     assert!(m["error"].is_null(), "{m}");
     h.wait_until(Duration::from_secs(5), || async {
         h.sim.stats().receipts_sent == 2
@@ -297,7 +305,8 @@ async fn an_enroute_receipt_then_delivrd_passes_through_submitted_to_delivered()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_err_code_and_network_error_are_kept_in_the_status_error() {
     let h = start(sim(|_| {}), "").await;
-    h.sim.script_outcomes(&number(4)[1..], vec![Outcome::Undeliverable]);
+    h.sim
+        .script_outcomes(&number(4)[1..], vec![Outcome::Undeliverable]);
     let id = h
         .send_ok(json!({ "to": number(4), "from": "ACME", "text": "Hello" }))
         .await;
@@ -385,7 +394,11 @@ async fn receipts_for_unknown_ids_go_to_the_dead_letter_record() {
     let h = start(sim, "receipt_wait_s = 1").await;
     let ids = send_many(&h, 3, "Hello").await;
     h.wait_until(Duration::from_secs(10), || async {
-        metric_sum(&h.metrics().await, "smsgate_dlr_unmatched_total", &["carrier=\"sim\""]) >= 3.0
+        metric_sum(
+            &h.metrics().await,
+            "smsgate_dlr_unmatched_total",
+            &["carrier=\"sim\""],
+        ) >= 3.0
     })
     .await;
     for id in &ids {
@@ -403,7 +416,10 @@ async fn receipts_for_unknown_ids_go_to_the_dead_letter_record() {
         assert_eq!(r["state"], "DELIVRD");
         let id = r["text_id"].as_str().unwrap();
         assert!(id.bytes().all(|b| b.is_ascii_digit()), "{r}");
-        assert!(r["attempts"].as_u64().unwrap() >= 2, "retried before given up: {r}");
+        assert!(
+            r["attempts"].as_u64().unwrap() >= 2,
+            "retried before given up: {r}"
+        );
     }
     let (_, one) = get(&h, KEY, "/admin/dlr/unmatched?limit=1&carrier=sim").await;
     assert_eq!(one["receipts"].as_array().unwrap().len(), 1);

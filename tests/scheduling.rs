@@ -60,7 +60,11 @@ async fn wait_records(h: &Harness, what: &str, ok: impl Fn(&[SubmitRecord]) -> b
                 .lines()
                 .filter(|l| {
                     !l.starts_with('#')
-                        && (l.contains("queue_depth") || l.contains("errors") || l.contains("retries") || l.contains("rate_limit") || l.contains("inflight"))
+                        && (l.contains("queue_depth")
+                            || l.contains("errors")
+                            || l.contains("retries")
+                            || l.contains("rate_limit")
+                            || l.contains("inflight"))
                 })
                 .collect();
             panic!(
@@ -87,7 +91,9 @@ async fn otps_overtake_a_marketing_backlog_at_a_throttled_carrier() {
         |c| permissive_rules(c, rules.path()),
     )
     .await;
-    let flood = (0..5000).map(|i| marketing(&number(i), &format!("promo {i}"))).collect();
+    let flood = (0..5000)
+        .map(|i| marketing(&number(i), &format!("promo {i}")))
+        .collect();
     send_all(&h, KEY, flood).await;
     let before = h.sim.submits().len();
     assert!(before < 4000, "the backlog is still there ({before} sent)");
@@ -127,7 +133,9 @@ async fn a_small_account_is_not_stuck_behind_a_big_ones_blast() {
         c.carriers[0].tps = 200.0;
     })
     .await;
-    let blast = (0..5000).map(|i| marketing(&number(i), &format!("A {i}"))).collect();
+    let blast = (0..5000)
+        .map(|i| marketing(&number(i), &format!("A {i}")))
+        .collect();
     send_all(&h, KEY, blast).await;
     let small = (0..50)
         .map(|i| marketing(&number(500_000 + i), &format!("B {i}")))
@@ -155,19 +163,24 @@ async fn an_otp_past_its_validity_is_never_sent() {
     let h = Harness::start(SimConfig::default()).await;
     h.sim.set_accepting(false);
     h.sim.drop_connections();
-    h.wait_until(WAIT, || async { h.gateway.binds_up() == 0 }).await;
+    h.wait_until(WAIT, || async { h.gateway.binds_up() == 0 })
+        .await;
     let id = h
         .send_ok(json!({ "to": "+447400123123", "from": "ACME", "text": "code 1", "kind": "otp", "validity_s": 2 }))
         .await;
     let m = h.wait_status(&id, "expired", WAIT).await;
     assert_eq!(m["error"]["code"], "validity_expired");
     h.sim.set_accepting(true);
-    h.wait_until(WAIT, || async { h.gateway.binds_up() > 0 }).await;
+    h.wait_until(WAIT, || async { h.gateway.binds_up() > 0 })
+        .await;
     // A message sent after it goes through; the expired one never does.
     let after = h.send_ok(common::otp("+447400123124", "code 2")).await;
     h.wait_status(&after, "delivered", WAIT).await;
     assert!(
-        h.sim.submits().iter().all(|s| s.destination_addr != "447400123123"),
+        h.sim
+            .submits()
+            .iter()
+            .all(|s| s.destination_addr != "447400123123"),
         "the expired OTP was submitted"
     );
     h.stop().await;
@@ -191,8 +204,12 @@ fn with_secondary(c: &mut Config, secondary: &Simulator) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_fails_over_to_the_secondary_and_returns_to_the_primary() {
     let secondary = Simulator::start(SimConfig::default()).await.expect("sim");
-    let h = Harness::start_with(SimConfig::default(), 1, 16, |c| with_secondary(c, &secondary)).await;
-    h.wait_until(WAIT, || async { h.gateway.binds_up() == 2 }).await;
+    let h = Harness::start_with(SimConfig::default(), 1, 16, |c| {
+        with_secondary(c, &secondary)
+    })
+    .await;
+    h.wait_until(WAIT, || async { h.gateway.binds_up() == 2 })
+        .await;
     let batch = |tag: &str| {
         (0..20)
             .map(|i| common::otp(&number(700_000 + i), &format!("{tag} {i}")))
@@ -205,25 +222,39 @@ async fn traffic_fails_over_to_the_secondary_and_returns_to_the_primary() {
             .count()
     };
     send_all(&h, KEY, batch("first")).await;
-    h.wait_until(WAIT, || async { count(&h.sim, "first") == 20 }).await;
-    assert_eq!(count(&secondary, "first"), 0, "the primary takes it while up");
+    h.wait_until(WAIT, || async { count(&h.sim, "first") == 20 })
+        .await;
+    assert_eq!(
+        count(&secondary, "first"),
+        0,
+        "the primary takes it while up"
+    );
 
     h.sim.set_accepting(false);
     h.sim.drop_connections();
-    h.wait_until(WAIT, || async { h.gateway.binds_up() == 1 }).await;
+    h.wait_until(WAIT, || async { h.gateway.binds_up() == 1 })
+        .await;
     send_all(&h, KEY, batch("second")).await;
-    h.wait_until(WAIT, || async { count(&secondary, "second") == 20 }).await;
+    h.wait_until(WAIT, || async { count(&secondary, "second") == 20 })
+        .await;
 
     h.sim.set_accepting(true);
-    h.wait_until(WAIT, || async { h.gateway.binds_up() == 2 }).await;
+    h.wait_until(WAIT, || async { h.gateway.binds_up() == 2 })
+        .await;
     send_all(&h, KEY, batch("third")).await;
-    h.wait_until(WAIT, || async { count(&h.sim, "third") == 20 }).await;
+    h.wait_until(WAIT, || async { count(&h.sim, "third") == 20 })
+        .await;
     assert_eq!(count(&secondary, "third"), 0, "back on the primary");
-    let m: Value = h.message(&h.send_ok(common::otp(&number(1), "which")).await).await;
+    let m: Value = h
+        .message(&h.send_ok(common::otp(&number(1), "which")).await)
+        .await;
     let m = h
         .wait_status(m["id"].as_str().expect("id"), "delivered", WAIT)
         .await;
-    assert_eq!(m["carrier"], "sim", "the status names the carrier that took it");
+    assert_eq!(
+        m["carrier"], "sim",
+        "the status names the carrier that took it"
+    );
     h.stop().await;
     secondary.shutdown().await;
 }
@@ -252,7 +283,11 @@ async fn a_throttling_smsc_gets_everything_exactly_once() {
     texts.sort_unstable();
     texts.dedup();
     assert_eq!(texts.len(), 3000, "every message reached the SMSC");
-    assert_eq!(records.len(), 3000, "none twice (no crash, so no duplicates)");
+    assert_eq!(
+        records.len(),
+        3000,
+        "none twice (no crash, so no duplicates)"
+    );
     let stats = h.sim.stats();
     assert!(stats.submits_throttled > 0, "the SMSC did throttle");
     let metrics = h.metrics().await;
@@ -297,7 +332,11 @@ async fn a_permanent_error_fails_at_once_and_a_transient_one_gives_up_after_the_
     let id = h.send_ok(common::otp("+447400222334", "code")).await;
     let m = h.wait_status(&id, "failed", WAIT).await;
     assert_eq!(m["error"]["code"], "smpp_0x00000008");
-    assert_eq!(h.sim.stats().submits_error, 3, "three attempts, then no more");
+    assert_eq!(
+        h.sim.stats().submits_error,
+        3,
+        "three attempts, then no more"
+    );
     h.stop().await;
 }
 
@@ -312,11 +351,16 @@ async fn a_deep_backlog_waits_in_the_store_and_pages_in_oldest_first() {
     .await;
     h.sim.set_accepting(false);
     h.sim.drop_connections();
-    h.wait_until(WAIT, || async { h.gateway.binds_up() == 0 }).await;
+    h.wait_until(WAIT, || async { h.gateway.binds_up() == 0 })
+        .await;
     // Sent one at a time so the acceptance order is the id order.
     for i in 0..3000 {
         let (status, body) = h
-            .post_as(KEY, "/v1/messages", marketing(&number(i), &format!("p {i}")).to_string())
+            .post_as(
+                KEY,
+                "/v1/messages",
+                marketing(&number(i), &format!("p {i}")).to_string(),
+            )
             .await;
         assert_eq!(status, 202, "{body}");
     }
@@ -326,7 +370,10 @@ async fn a_deep_backlog_waits_in_the_store_and_pages_in_oldest_first() {
         3000.0
     );
     let in_memory = common::metric_sum(&metrics, "smsgate_queue_in_memory", &["marketing"]);
-    assert!(in_memory <= 100.0, "{in_memory} held in memory with a window of 100");
+    assert!(
+        in_memory <= 100.0,
+        "{in_memory} held in memory with a window of 100"
+    );
 
     h.sim.set_accepting(true);
     wait_records(&h, "3000 submits", |r| r.len() >= 3000).await;
@@ -346,6 +393,9 @@ async fn a_deep_backlog_waits_in_the_store_and_pages_in_oldest_first() {
         .map(|(pos, &i)| pos.abs_diff(i))
         .max()
         .unwrap_or(0);
-    assert!(max_jump <= 16, "paged in oldest first (max displacement {max_jump}, {out_of_order} inversions)");
+    assert!(
+        max_jump <= 16,
+        "paged in oldest first (max displacement {max_jump}, {out_of_order} inversions)"
+    );
     h.stop().await;
 }

@@ -23,11 +23,14 @@ use smsgate_loadtest::sim::SimConfig;
 const SECRET: &str = "webhook-secret";
 const WAIT: Duration = Duration::from_secs(30);
 
+/// One accepted POST: its signature header and raw body.
+type Received = (Option<String>, Bytes);
+
 /// A webhook receiver: records every accepted POST; answers 500 to the
 /// first `fail_first` requests.
 #[derive(Clone, Default)]
 struct Receiver {
-    received: Arc<Mutex<Vec<(Option<String>, Bytes)>>>,
+    received: Arc<Mutex<Vec<Received>>>,
     requests: Arc<AtomicUsize>,
     fail_first: Arc<AtomicUsize>,
 }
@@ -36,7 +39,9 @@ impl Receiver {
     async fn start(fail_first: usize) -> (Self, String) {
         let r = Receiver::default();
         r.fail_first.store(fail_first, Ordering::SeqCst);
-        let app = Router::new().route("/hook", post(receive)).with_state(r.clone());
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(r.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -51,7 +56,12 @@ impl Receiver {
             .lock()
             .expect("lock")
             .iter()
-            .map(|(sig, body)| (sig.clone(), serde_json::from_slice(body).expect("JSON body")))
+            .map(|(sig, body)| {
+                (
+                    sig.clone(),
+                    serde_json::from_slice(body).expect("JSON body"),
+                )
+            })
             .collect()
     }
 
@@ -107,8 +117,10 @@ async fn submitted_then_delivered_arrive_signed() {
     let (receiver, url) = Receiver::start(0).await;
     let h = Harness::start_with(SimConfig::default(), 2, 16, webhook_settings).await;
     let id = h
-        .send_ok(json!({ "to": "+447400100200", "from": "ACME", "text": "code 1", "kind": "otp",
-                         "client_ref": "order-7", "callback_url": url }))
+        .send_ok(
+            json!({ "to": "+447400100200", "from": "ACME", "text": "code 1", "kind": "otp",
+                         "client_ref": "order-7", "callback_url": url }),
+        )
         .await;
     wait_for("two events", || receiver.statuses(&id).len() == 2).await;
     assert_eq!(receiver.statuses(&id), ["submitted", "delivered"]);
@@ -119,7 +131,10 @@ async fn submitted_then_delivered_arrive_signed() {
     let (_, delivered) = receiver.events().pop().expect("event");
     assert_eq!(delivered["client_ref"], "order-7");
     assert_eq!(
-        (delivered["segments"].clone(), delivered["segments_delivered"].clone()),
+        (
+            delivered["segments"].clone(),
+            delivered["segments_delivered"].clone()
+        ),
         (json!(1), json!(1))
     );
     assert!(delivered["timestamp"].is_string());
@@ -137,13 +152,19 @@ async fn a_receiver_failing_at_first_still_gets_every_event_in_order() {
     let mut ids = Vec::new();
     for i in 0..5 {
         // No callback_url: the account's default applies.
-        ids.push(h.send_ok(common::otp(&format!("+44740010030{i}"), "code")).await);
+        ids.push(
+            h.send_ok(common::otp(&format!("+44740010030{i}"), "code"))
+                .await,
+        );
     }
     wait_for("ten events", || receiver.events().len() == 10).await;
     for id in &ids {
         assert_eq!(receiver.statuses(id), ["submitted", "delivered"], "{id}");
     }
-    assert!(receiver.requests.load(Ordering::SeqCst) >= 13, "the failures were retried");
+    assert!(
+        receiver.requests.load(Ordering::SeqCst) >= 13,
+        "the failures were retried"
+    );
     let metrics = h.metrics().await;
     assert!(common::metric_sum(&metrics, "smsgate_webhooks_total", &["retried"]) >= 3.0);
     h.stop().await;
@@ -160,7 +181,10 @@ async fn undelivered_webhooks_survive_a_restart() {
     .await;
     let id = h.send_ok(common::otp("+447400100400", "code")).await;
     h.wait_status(&id, "delivered", WAIT).await;
-    wait_for("a failed attempt", || receiver.requests.load(Ordering::SeqCst) > 0).await;
+    wait_for("a failed attempt", || {
+        receiver.requests.load(Ordering::SeqCst) > 0
+    })
+    .await;
     let Harness {
         data, sim, gateway, ..
     } = h;
@@ -172,7 +196,10 @@ async fn undelivered_webhooks_survive_a_restart() {
     webhook_settings(&mut config);
     config.accounts[0].callback_url = Some(url);
     let gateway = Gateway::start(config).await.expect("restarts");
-    wait_for("both events after the restart", || receiver.statuses(&id).len() == 2).await;
+    wait_for("both events after the restart", || {
+        receiver.statuses(&id).len() == 2
+    })
+    .await;
     assert_eq!(receiver.statuses(&id), ["submitted", "delivered"]);
     gateway.shutdown().await;
     sim.shutdown().await;

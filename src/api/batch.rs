@@ -148,7 +148,7 @@ impl BatchResult {
     params(super::openapi::IdempotencyKey),
     request_body = BatchRequest,
     responses(
-        (status = 202, description = "At least one message accepted and durable; `results` says what happened to each.",
+        (status = 200, description = "At least one message accepted and durable; `results` says what happened to each.",
             body = BatchResponse,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key."))),
         (status = 400, description = "`malformed_request`: not JSON, no `messages` array, or not 1 to 1,000 messages.", body = super::openapi::ErrorEnvelope),
@@ -251,7 +251,7 @@ async fn accept(
     let record = idempotency_key.map(|key| IdempotencyRecord {
         account: account.to_string(),
         key,
-        status: StatusCode::ACCEPTED.as_u16(),
+        status: StatusCode::OK.as_u16(),
         body: body.clone(),
         created_at: now,
     });
@@ -277,8 +277,10 @@ async fn accept(
         span.in_scope(|| messages::log_accepted(response));
     }
     tracing::debug!(%account, accepted, refused, "batch accepted");
+    // 200 with one result per message, as the HTTP contract says (the
+    // accepted ones are durable already).
     Ok((
-        StatusCode::ACCEPTED,
+        StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
         body,
     )

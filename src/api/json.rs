@@ -2,9 +2,10 @@
 //! accepted (curl's `-d` sends form-encoded), bad JSON or wrong types are 400
 //! `malformed_request` with serde's explanation, an oversized body is 413.
 
-use axum::body::Bytes;
+use std::time::Duration;
+
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
@@ -14,8 +15,13 @@ use super::error::ApiError;
 pub struct ApiJson<T>(pub T);
 
 /// A `POST /v1/messages/batch` body parsed as JSON into `T` (at most
-/// `http.max_batch_body_bytes`; the route carries that body limit).
+/// `http.max_batch_body_bytes`).
 pub struct BatchJson<T>(pub T);
+
+/// How much of an oversized body is still read (and dropped) before the 413,
+/// and for how long at most.
+const DRAIN_BYTES: usize = 16 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 impl<T> FromRequest<AppState> for ApiJson<T>
 where
@@ -24,7 +30,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        read(req, state, state.max_body_bytes).await.map(ApiJson)
+        read(req, state.max_body_bytes).await.map(ApiJson)
     }
 }
 
@@ -35,26 +41,38 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        read(req, state, state.max_batch_body_bytes)
-            .await
-            .map(BatchJson)
+        read(req, state.max_batch_body_bytes).await.map(BatchJson)
     }
 }
 
-/// Reads the body (whose size limit the router's `DefaultBodyLimit` layers
-/// enforce; `limit` names it in the 413) and parses it.
-async fn read<T: DeserializeOwned>(
-    req: Request,
-    state: &AppState,
-    limit: usize,
-) -> Result<T, ApiError> {
-    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(limit)
-        } else {
-            ApiError::malformed(format!("The request body could not be read: {rejection}."))
+/// Reads at most `limit` bytes of body and parses them.
+///
+/// An oversized body is read on to its end (up to [`DRAIN_BYTES`] /
+/// [`DRAIN_TIME`]) before the 413: closing a connection with unread request
+/// bytes makes the kernel reset it, and a reset can destroy the 413 before
+/// the client reads it.
+async fn read<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiError> {
+    let mut body = req.into_body().into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::malformed(format!("The request body could not be read: {e}."))
+        })?;
+        if bytes.len() + chunk.len() > limit {
+            let mut drained = 0usize;
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                while let Some(Ok(chunk)) = body.next().await {
+                    drained += chunk.len();
+                    if drained > DRAIN_BYTES {
+                        break;
+                    }
+                }
+            })
+            .await;
+            return Err(ApiError::too_large(limit));
         }
-    })?;
+        bytes.extend_from_slice(&chunk);
+    }
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::malformed(format!("The request body is not valid: {e}.")))
 }

@@ -132,7 +132,12 @@ impl Limits {
                 .map(|t| t.and_utc())
                 .unwrap_or(now);
             let wait = (midnight - now).to_std().unwrap_or(Duration::ZERO);
-            return Err(ApiError::quota_exceeded(account, q.limit, q.limit - q.used, wait));
+            return Err(ApiError::quota_exceeded(
+                account,
+                q.limit,
+                q.limit - q.used,
+                wait,
+            ));
         }
         q.used += n;
         Ok(Reserved { day, count: n })
@@ -218,15 +223,16 @@ mod tests {
         let t0 = Instant::now();
         let l = limits(0.0, 0, 10, t0);
         let mut r = l.check("a", 8, t0, noon()).expect("8 of 10");
-        // 3 of the 8 were refused by admission; a second refund cannot give back more than 8.
+        // 3 of the 8 were refused by admission.
         l.refund(&mut r, 3);
-        l.refund(&mut r, 3);
-        l.refund(&mut r, 3);
-        let _ = l.check("a", 1, t0, noon()).expect("1 more");
-        let _ = l.check("a", 8, t0, noon()).expect("8 more");
+        let _ = l.check("a", 5, t0, noon()).expect("5 left");
         let err = l.check("a", 1, t0, noon()).unwrap_err();
         assert_eq!(err.code, "quota_exceeded");
         assert_eq!(err.retry_after, Some(12 * 3600));
+        // A reservation gives back at most what it took (5 more here).
+        l.refund(&mut r, 100);
+        let _ = l.check("a", 5, t0, noon()).expect("5 given back");
+        assert!(l.check("a", 1, t0, noon()).is_err());
         let tomorrow = noon() + chrono::Duration::days(1);
         let _ = l.check("a", 10, t0, tomorrow).expect("a new day");
     }
@@ -236,8 +242,13 @@ mod tests {
         let t0 = Instant::now();
         let l = limits(1.0, 1, 2, t0);
         let _ = l.check("a", 1, t0, noon()).unwrap();
-        assert_eq!(l.check("a", 1, t0, noon()).unwrap_err().code, "rate_limited");
+        assert_eq!(
+            l.check("a", 1, t0, noon()).unwrap_err().code,
+            "rate_limited"
+        );
         let t1 = t0 + Duration::from_secs(1);
-        let _ = l.check("a", 1, t1, noon()).expect("the refused one did not count");
+        let _ = l
+            .check("a", 1, t1, noon())
+            .expect("the refused one did not count");
     }
 }

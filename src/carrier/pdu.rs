@@ -191,9 +191,7 @@ fn gsm_payload(septets: &[u8], udh_len: usize, profile: &CarrierProfile) -> Vec<
             .chars()
             .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
             .collect(),
-        (DefaultAlphabet::Gsm, Gsm7Packing::Packed) => {
-            pack_septets(septets, fill_bits(udh_len))
-        }
+        (DefaultAlphabet::Gsm, Gsm7Packing::Packed) => pack_septets(septets, fill_bits(udh_len)),
         (DefaultAlphabet::Gsm, Gsm7Packing::Unpacked) => septets.to_vec(),
     }
 }
@@ -338,7 +336,10 @@ mod tests {
             (pdu.source_addr_ton, pdu.source_addr_npi),
             (Ton::International, Npi::Isdn)
         );
-        assert_eq!((pdu.dest_addr_ton, pdu.dest_addr_npi), (Ton::Unknown, Npi::Unknown));
+        assert_eq!(
+            (pdu.dest_addr_ton, pdu.dest_addr_npi),
+            (Ton::Unknown, Npi::Unknown)
+        );
         // Without a profile the sender is alphanumeric.
         let (_, plain) = &submit_sms(&message("Hi"), &[0], Utc::now()).unwrap()[0];
         assert_eq!(plain.source_addr_ton, Ton::Alphanumeric);

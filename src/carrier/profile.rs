@@ -123,9 +123,10 @@ impl CarrierProfile {
         match (self.data_coding_0, self.gsm7) {
             (DefaultAlphabet::Latin1, _) => (0x03, Cow::Borrowed(payload)),
             (DefaultAlphabet::Gsm, Gsm7Packing::Unpacked) => (0x00, Cow::Borrowed(payload)),
-            (DefaultAlphabet::Gsm, Gsm7Packing::Packed) => {
-                (0x00, Cow::Owned(unpack_septets(payload, fill_bits(udh_len))))
-            }
+            (DefaultAlphabet::Gsm, Gsm7Packing::Packed) => (
+                0x00,
+                Cow::Owned(unpack_septets(payload, fill_bits(udh_len))),
+            ),
         }
     }
 }
@@ -223,7 +224,7 @@ pub fn unpack_septets(packed: &[u8], fill: u32) -> Vec<u8> {
     }
     // When the bits divide into septets exactly, the writer may have had
     // seven spare bits at the end: a last CR (or zero) septet is that padding.
-    if bits % 7 == 0 && matches!(out.last(), Some(0x00 | 0x0D)) {
+    if bits.is_multiple_of(7) && matches!(out.last(), Some(0x00 | 0x0D)) {
         out.pop();
     }
     out

@@ -286,6 +286,7 @@ impl Bind {
             let policy = SubmitPolicy {
                 errors: &config.errors,
                 max_attempts,
+                profile: &config.profile,
             };
             let (transitions, verdict) = submit_message(
                 &client,

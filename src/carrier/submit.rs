@@ -138,6 +138,8 @@ pub(crate) struct SubmitPolicy<'a> {
     pub errors: &'a CarrierErrors,
     /// Attempts allowed for counted transient errors.
     pub max_attempts: u32,
+    /// The carrier's encoding and addressing quirks.
+    pub profile: &'a crate::carrier::profile::CarrierProfile,
 }
 
 /// Submits the message's pending segments on `client`, at most `slots` at a
@@ -154,7 +156,7 @@ pub(crate) async fn submit_message(
 ) -> (Vec<(MessageId, Transition)>, Verdict) {
     let pending: Vec<u32> = m.pending_segments().collect();
     let now = Utc::now();
-    let pdus = match pdu::submit_sms(m, &pending, now) {
+    let pdus = match pdu::submit_sms_for(m, &pending, now, policy.profile) {
         Ok(p) => p,
         Err(e) => {
             let error = ErrorInfo::new("smpp_encode", e.to_string());

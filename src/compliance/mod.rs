@@ -251,7 +251,14 @@ impl Admission {
             self.templates.check(&s.account, &s.from, &s.text)?;
         }
         let text = check_content(rules, s.text, marketing, &recipient.country)?;
-        let send_at = quiet_hours(rules, &recipient.e164, s.send_at, marketing, now, &recipient.country)?;
+        let send_at = quiet_hours(
+            rules,
+            &recipient.e164,
+            s.send_at,
+            marketing,
+            now,
+            &recipient.country,
+        )?;
         if marketing && rules.marketing_max_per_day > 0 {
             let at = send_at.filter(|t| *t > now).unwrap_or(now);
             self.caps

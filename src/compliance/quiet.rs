@@ -18,7 +18,9 @@ pub fn zones_for<'a>(rules: &'a CountryRules, e164: &str) -> &'a [Tz] {
         .zone_prefixes
         .iter()
         .find(|(prefix, _)| e164.starts_with(prefix.as_str()))
-        .map_or(rules.timezones.as_slice(), |(_, tz)| std::slice::from_ref(tz))
+        .map_or(rules.timezones.as_slice(), |(_, tz)| {
+            std::slice::from_ref(tz)
+        })
 }
 
 /// Is `at` inside the marketing window in every one of `zones`?
@@ -155,14 +157,20 @@ mod tests {
         );
         let ny = zones_for(&r, "+12125550143");
         assert_eq!(ny, [chrono_tz::America::New_York]);
-        assert_eq!(zones_for(&r, "+13125550143").len(), 2, "unlisted: every zone");
+        assert_eq!(
+            zones_for(&r, "+13125550143").len(),
+            2,
+            "unlisted: every zone"
+        );
         // 09:00 New York: a New York number may get it, an unpinned one not yet.
         let at = utc("2026-11-24T14:00:00Z");
         assert!(allowed_at(&r, ny, at));
         assert!(!allowed_at(&r, zones_for(&r, "+13125550143"), at));
         // 22:30 in Los Angeles: an LA number waits for 08:00 LA.
         let la = zones_for(&r, "+12135550143");
-        let next = next_allowed(&r, la, utc("2026-11-24T06:30:00Z")).unwrap().unwrap();
+        let next = next_allowed(&r, la, utc("2026-11-24T06:30:00Z"))
+            .unwrap()
+            .unwrap();
         assert_eq!(next, utc("2026-11-24T16:00:00Z"));
     }
 

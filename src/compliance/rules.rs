@@ -323,7 +323,9 @@ fn resolve(country: &str, p: Partial) -> Result<CountryRules, RulesError> {
                 .parse::<Tz>()
                 .map_err(|_| invalid(format!("unknown time zone {z:?} for prefix {prefix}")))?;
             if !prefix.starts_with('+') || !prefix[1..].bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid(format!("zone prefix {prefix:?} must be + and digits")));
+                return Err(invalid(format!(
+                    "zone prefix {prefix:?} must be + and digits"
+                )));
             }
             if !timezones.contains(&tz) {
                 return Err(invalid(format!(

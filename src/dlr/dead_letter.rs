@@ -148,7 +148,10 @@ mod tests {
     fn newest_first_bounded_and_filtered_by_carrier() {
         let d = DeadLetters::new(3);
         for i in 0..5 {
-            d.record(unmatched(if i % 2 == 0 { "a" } else { "b" }, &i.to_string()));
+            d.record(unmatched(
+                if i % 2 == 0 { "a" } else { "b" },
+                &i.to_string(),
+            ));
         }
         let (all, total) = d.list(None, 10);
         assert_eq!(total, 5);

@@ -98,9 +98,22 @@ impl IdMatcher {
         }
     }
 
-    /// Whether an id from `source` can only ever be itself (no conversion).
-    pub(crate) fn is_exact(&self, source: Source) -> bool {
-        self.form(source) == IdFormat::Exact && self.submit == IdFormat::Exact
+    /// The few candidates worth trying first: what the rules that matched
+    /// lately make of `id`, or else the first rule the forms allow (the id as
+    /// read, for `exact` and `auto`). Cheap: no padding search.
+    pub(crate) fn first_choices(&self, id: &str, source: Source) -> Vec<Candidate> {
+        let id = id.trim();
+        let allowed = rules(self.form(source), self.submit, id);
+        let learned = self.learned(source).iter().filter(|r| allowed.contains(r));
+        let mut out: Vec<Candidate> = Vec::new();
+        for &rule in learned.chain(allowed.first().filter(|_| self.learned(source).is_empty())) {
+            if let Some(s) = apply(rule, id)
+                && !out.iter().any(|c| c.id == s)
+            {
+                out.push(Candidate { id: s, rule });
+            }
+        }
+        out
     }
 
     fn form(&self, source: Source) -> IdFormat {
@@ -179,9 +192,8 @@ fn rules(receipt: IdFormat, submit: IdFormat, id: &str) -> Vec<Rule> {
             Reading::Hex => read_number(id, 16),
         };
         // Unpadded first, then every wider zero padding.
-        let widths = |natural: usize| {
-            std::iter::once(0).chain((natural + 1..=MAX_WIDTH).map(|w| w as u8))
-        };
+        let widths =
+            |natural: usize| std::iter::once(0).chain((natural + 1..=MAX_WIDTH).map(|w| w as u8));
         let dec = |out: &mut Vec<Rule>| {
             let natural = number.map_or(1, |n| n.to_string().len());
             out.extend(widths(natural).map(|width| Rule {
@@ -250,7 +262,13 @@ fn apply(rule: Rule, id: &str) -> Option<String> {
         (Writing::Lower, _) => id.to_lowercase(),
         (Writing::Upper, _) => id.to_uppercase(),
         (Writing::Dec { width }, Some(n)) => format!("{n:0width$}", width = usize::from(width)),
-        (Writing::Hex { upper: false, width }, Some(n)) => {
+        (
+            Writing::Hex {
+                upper: false,
+                width,
+            },
+            Some(n),
+        ) => {
             format!("{n:0width$x}", width = usize::from(width))
         }
         (Writing::Hex { upper: true, width }, Some(n)) => {
@@ -284,8 +302,13 @@ mod tests {
     #[test]
     fn the_default_profile_tries_the_id_as_sent_and_nothing_else() {
         let m = IdMatcher::new(&CarrierProfile::default());
-        assert!(m.is_exact(Source::Text) && m.is_exact(Source::Tlv));
         assert_eq!(ids(&m, "00ab12", Source::Text), ["00ab12"]);
+        let first: Vec<String> = m
+            .first_choices("00ab12", Source::Tlv)
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(first, ["00ab12"]);
         assert_eq!(ids(&m, "msg_42", Source::Tlv), ["msg_42"]);
     }
 
@@ -330,9 +353,7 @@ mod tests {
             receipt_tlv_id: Some(IdFormat::Decimal),
             ..CarrierProfile::default()
         });
-        assert!(
-            ids(&told, "2712847316", Source::Tlv).contains(&"a1b2c3d4".to_owned())
-        );
+        assert!(ids(&told, "2712847316", Source::Tlv).contains(&"a1b2c3d4".to_owned()));
     }
 
     #[test]
@@ -357,6 +378,12 @@ mod tests {
             .unwrap();
         m.learn(Source::Text, hit.rule);
         assert_eq!(ids(&m, "2712847317", Source::Text)[0], "00000000a1b2c3d5");
+        let first: Vec<String> = m
+            .first_choices("2712847317", Source::Text)
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(first, ["00000000a1b2c3d5"]);
         // Learned per source: the TLV still starts with the id as sent.
         assert_eq!(ids(&m, "2712847317", Source::Tlv)[0], "2712847317");
     }
@@ -364,7 +391,15 @@ mod tests {
     #[test]
     fn strange_ids_give_no_panic_and_no_numbers() {
         let m = matcher(IdFormat::Auto, IdFormat::Auto);
-        for id in ["", " ", "0", "000", "ffffffffffffffffffffffffffffffffff", "😀", "12 34"] {
+        for id in [
+            "",
+            " ",
+            "0",
+            "000",
+            "ffffffffffffffffffffffffffffffffff",
+            "😀",
+            "12 34",
+        ] {
             let _ = m.candidates(id, Source::Text);
         }
         assert_eq!(ids(&m, "0", Source::Text)[0], "0");

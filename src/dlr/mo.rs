@@ -187,7 +187,7 @@ impl Reassembler {
         let mut out = std::mem::take(&mut self.overflow);
         for key in due {
             if let Some(p) = self.pending.remove(&key) {
-                tracing::warn!(carrier = %key.carrier, from = %key.from, parts = p.parts.len(), total = key.total,
+                tracing::warn!(carrier = %key.carrier, from = %crate::logging::mask(&key.from), parts = p.parts.len(), total = key.total,
                     "inbound message incomplete after the reassembly wait; handing on the parts that arrived");
                 out.push(assemble(key, p));
             }
@@ -374,10 +374,7 @@ mod tests {
         let profile = CarrierProfile::default();
         let now = Instant::now();
         let part = MoPart::read(&udh_part(9, 3, 1, 0, b"Hel"), &profile);
-        assert!(
-            r.add(&carrier, part, Duration::from_secs(5), now)
-                .is_none()
-        );
+        assert!(r.add(&carrier, part, Duration::from_secs(5), now).is_none());
         assert!(r.expired(now).is_empty());
         assert_eq!(r.next_deadline(), Some(now + Duration::from_secs(5)));
         let late = r.expired(now + Duration::from_secs(5));

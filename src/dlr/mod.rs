@@ -23,7 +23,7 @@ mod mo;
 pub mod receipt;
 pub mod webhooks;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -285,9 +285,7 @@ impl Stage {
                     p.retry_later(now);
                     self.parked.push(p);
                 }
-                receipt_acks
-                    .into_iter()
-                    .for_each(DeliverAck::retry_later);
+                receipt_acks.into_iter().for_each(DeliverAck::retry_later);
             }
         }
         self.parked.sort_by_key(|p| p.since);
@@ -304,7 +302,10 @@ impl Stage {
         now: Instant,
     ) {
         for (ack, carrier, m) in singles {
-            self.metrics.mo_received.with_label_values(&[&carrier]).inc();
+            self.metrics
+                .mo_received
+                .with_label_values(&[&carrier])
+                .inc();
             match self.mo.handle(&carrier, m).await {
                 Ok(()) => ack.send(),
                 Err(e) => {
@@ -373,43 +374,44 @@ impl Stage {
         Ok(())
     }
 
-    /// Tries the receipt's ids (the TLV's, then the text's) in every form
-    /// the carrier's profile allows.
+    /// Tries the receipt's ids (the TLV's, then the text's): first the way
+    /// that found this carrier's last receipts (or as sent), then in every
+    /// form the carrier's profile allows. Each string is looked up once.
     async fn find(&mut self, p: &mut Parked) -> Result<Option<Hit>, StoreError> {
-        let receipt = &p.receipt;
-        let mut sources: Vec<(Source, &str)> = Vec::with_capacity(2);
-        if let Some(id) = &receipt.tlv_id {
-            sources.push((Source::Tlv, id));
-        }
-        if let Some(id) = &receipt.text_id {
-            sources.push((Source::Text, id));
-        }
-        let ids = &self.carrier(&p.carrier).ids;
-        let mut candidates = Vec::new();
-        let mut tried_exact = Vec::new();
-        for (source, id) in sources {
-            if ids.is_exact(source) {
-                // The same string from both sources needs one lookup.
-                if tried_exact.contains(&id) {
+        let mut tried = HashSet::new();
+        for thorough in [false, true] {
+            let candidates = {
+                let receipt = &p.receipt;
+                let sources = [
+                    (Source::Tlv, receipt.tlv_id.as_deref()),
+                    (Source::Text, receipt.text_id.as_deref()),
+                ];
+                let ids = &self.carrier(&p.carrier).ids;
+                let mut out = Vec::new();
+                for (source, id) in sources {
+                    let Some(id) = id else { continue };
+                    let found = if thorough {
+                        ids.candidates(id, source)
+                    } else {
+                        ids.first_choices(id, source)
+                    };
+                    out.extend(found.into_iter().map(|c| (source, c)));
+                }
+                out
+            };
+            for (source, c) in candidates {
+                if !tried.insert(c.id.clone()) {
                     continue;
                 }
-                tried_exact.push(id);
-            }
-            candidates.extend(
-                ids.candidates(id, source)
-                    .into_iter()
-                    .map(|c| (source, c)),
-            );
-        }
-        for (source, c) in candidates {
-            p.attempts += 1;
-            if let Some((id, segment)) = self.queue.find_by_smsc_id(&p.carrier, &c.id).await? {
-                return Ok(Some(Hit {
-                    id,
-                    segment,
-                    source,
-                    rule: c.rule,
-                }));
+                p.attempts += 1;
+                if let Some((id, segment)) = self.queue.find_by_smsc_id(&p.carrier, &c.id).await? {
+                    return Ok(Some(Hit {
+                        id,
+                        segment,
+                        source,
+                        rule: c.rule,
+                    }));
+                }
             }
         }
         Ok(None)
@@ -446,7 +448,10 @@ impl Stage {
         d: &rusmpp::pdus::DeliverSm,
         e: &receipt::ReceiptError,
     ) {
-        self.metrics.dlr_unmatched.with_label_values(&[carrier]).inc();
+        self.metrics
+            .dlr_unmatched
+            .with_label_values(&[carrier])
+            .inc();
         tracing::warn!(%carrier, error = %e, "unparseable delivery receipt");
         let text: String = String::from_utf8_lossy(receipt::user_data(d))
             .chars()

@@ -117,11 +117,16 @@ impl Dispatcher {
             return;
         }
         if event.rank > 1 {
-            match self.queue.webhook_pending(event.message_id, event.rank - 1).await {
+            match self
+                .queue
+                .webhook_pending(event.message_id, event.rank - 1)
+                .await
+            {
                 Ok(false) => {}
                 Ok(true) => {
                     let mut later = event.clone();
-                    later.due = Utc::now() + chrono::Duration::from_std(WAIT_FOR_EARLIER).unwrap_or_default();
+                    later.due = Utc::now()
+                        + chrono::Duration::from_std(WAIT_FOR_EARLIER).unwrap_or_default();
                     self.settle(&event, Some(later)).await;
                     lock(&self.in_flight).remove(&key);
                     return;
@@ -143,7 +148,10 @@ impl Dispatcher {
             .clone();
         let overall = self.overall.clone();
         tokio::spawn(async move {
-            let (Ok(_host), Ok(_all)) = (host_slots.acquire_owned().await, overall.acquire_owned().await) else {
+            let (Ok(_host), Ok(_all)) = (
+                host_slots.acquire_owned().await,
+                overall.acquire_owned().await,
+            ) else {
                 return;
             };
             self.deliver(event).await;
@@ -158,7 +166,10 @@ impl Dispatcher {
             .client
             .post(&event.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("X-Smsgate-Event", format!("{}-{}", event.message_id, event.rank))
+            .header(
+                "X-Smsgate-Event",
+                format!("{}-{}", event.message_id, event.rank),
+            )
             .body(event.body.clone());
         if let Some(secret) = self.secrets.get(&event.account) {
             request = request.header("X-Smsgate-Signature", signature(secret, &event.body));

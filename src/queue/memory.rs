@@ -24,8 +24,11 @@ pub struct MemoryStore {
     preferences: Mutex<HashMap<(PreferenceKind, String, String), Preference>>,
     inbound: Mutex<Vec<InboundRecord>>,
     /// Status webhooks waiting, by (due, message, rank).
-    outbox: Mutex<BTreeMap<(DateTime<Utc>, MessageId, u8), WebhookEvent>>,
+    outbox: Mutex<BTreeMap<OutboxKey, WebhookEvent>>,
 }
+
+/// (due, message, rank): outbox order.
+type OutboxKey = (DateTime<Utc>, MessageId, u8);
 
 impl MemoryStore {
     /// An empty store.
@@ -202,7 +205,9 @@ impl Store for MemoryStore {
 
     async fn webhook_pending(&self, id: MessageId, rank: u8) -> Result<bool, StoreError> {
         let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(outbox.values().any(|e| e.message_id == id && e.rank == rank))
+        Ok(outbox
+            .values()
+            .any(|e| e.message_id == id && e.rank == rank))
     }
 
     async fn webhook_settle(

@@ -227,7 +227,14 @@ impl ReadySet {
                     request_page(q, kind, self.window, self.page_size, true, &mut taken.pages);
                     continue;
                 };
-                request_page(q, kind, self.window, self.page_size, false, &mut taken.pages);
+                request_page(
+                    q,
+                    kind,
+                    self.window,
+                    self.page_size,
+                    false,
+                    &mut taken.pages,
+                );
                 q.served += 1;
                 if q.served >= q.weight {
                     q.served = 0;
@@ -413,7 +420,11 @@ fn request_page(
         account: q.account.clone(),
         after: q.cursor,
         limit: page_size
-            .min(window.saturating_mul(STUCK_WINDOWS).saturating_sub(q.windowed))
+            .min(
+                window
+                    .saturating_mul(STUCK_WINDOWS)
+                    .saturating_sub(q.windowed),
+            )
             .max(1),
     });
 }
@@ -613,7 +624,13 @@ mod tests {
         let t = r.take(|route| route == 0, Utc::now());
         assert!(t.entry.is_none());
         assert_eq!(t.pages.len(), 1, "reads on although the window is full");
-        r.paged(Kind::Marketing, "big", vec![waiting], Some(waiting.id), true);
+        r.paged(
+            Kind::Marketing,
+            "big",
+            vec![waiting],
+            Some(waiting.id),
+            true,
+        );
         let t = r.take(|route| route == 0, Utc::now());
         assert_eq!(t.entry.map(|(_, e)| e.id), Some(waiting.id));
     }

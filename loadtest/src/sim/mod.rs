@@ -424,7 +424,9 @@ fn concatenated_mo(
                 .short_message(short_message)
                 .build();
             if split.sar {
-                pdu.push_tlv(MessageDeliveryRequestTlvValue::SarMsgRefNum(split.reference));
+                pdu.push_tlv(MessageDeliveryRequestTlvValue::SarMsgRefNum(
+                    split.reference,
+                ));
                 pdu.push_tlv(MessageDeliveryRequestTlvValue::SarTotalSegments(total));
                 pdu.push_tlv(MessageDeliveryRequestTlvValue::SarSegmentSeqnum(seq));
             }

@@ -314,7 +314,9 @@ mod tests {
         let enroute = r.enroute().text(done, None);
         assert!(enroute.contains("dlvrd:000"), "{enroute}");
         assert!(enroute.contains("stat:ENROUTE err:000"), "{enroute}");
-        let pdu = r.enroute().deliver_sm(done, true, None, Some(MessageIdFormat::Decimal));
+        let pdu = r
+            .enroute()
+            .deliver_sm(done, true, None, Some(MessageIdFormat::Decimal));
         let states: Vec<_> = pdu
             .tlvs()
             .iter()

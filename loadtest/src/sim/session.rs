@@ -364,9 +364,10 @@ impl Session {
         let content = (keep_record || wants_receipt).then(|| Content::of(submit));
         // A carrier that reports one part of a concatenated message only.
         let reported = |content: &Content| {
-            content.concat.as_ref().is_none_or(|c| {
-                shared.cfg.multipart_receipts.reports(c.seq, c.total)
-            })
+            content
+                .concat
+                .as_ref()
+                .is_none_or(|c| shared.cfg.multipart_receipts.reports(c.seq, c.total))
         };
         let receipt = match &content {
             Some(content) if wants_receipt && reported(content) => {
