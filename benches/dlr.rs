@@ -19,7 +19,7 @@
 //!   transition and committing it (the store's group commit) is not included; see
 //!   `store_accept` for the commit cost.
 //!
-//! Setup builds the 1,000,000-message index first (about 10–20 s and ~1.5 GB of memory).
+//! Setup builds the 1,000,000-message index first (about 10 s and ~1.7 GB of memory).
 //!
 //! Run: `cargo bench --bench dlr`
 //! (quicker: `cargo bench --bench dlr -- --warm-up-time 1 --measurement-time 3`)

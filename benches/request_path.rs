@@ -3,8 +3,9 @@
 //! (serde), admitted by `smsgate::compliance::Admission` with the shipped
 //! `config/countries.toml` and preference lists (as the gateway runs it), made
 //! into a `Message` (id, segments), then turned into its submit_sm PDU(s) by
-//! `smsgate::carrier::pdu::submit_sms` and encoded to wire bytes with rusmpp's
-//! codec (what a bind writes to the socket).
+//! `smsgate::carrier::pdu::submit_sms` (the default carrier profile) and
+//! encoded to wire bytes with rusmpp's codec (what a bind writes to the
+//! socket).
 //!
 //! Unit: one message (all its parts' PDUs included); criterion's "thrpt" line
 //! is messages/s. Group `request_path` runs the whole path for a GB OTP, a
