@@ -7,6 +7,7 @@
 //! domain they share.
 
 pub mod api;
+pub mod backoff;
 pub mod carrier;
 pub mod compliance;
 pub mod config;

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hmac::{Hmac, Mac};
-use rand::Rng;
 use sha2::Sha256;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -211,11 +210,11 @@ impl Dispatcher {
     }
 
     fn backoff(&self, attempts: u32) -> Duration {
-        let base = self.config.retry_base_ms.max(1);
-        let ms = base
-            .saturating_mul(1u64 << attempts.saturating_sub(1).min(20))
-            .min(self.config.retry_max_ms.max(base));
-        Duration::from_millis(ms).mul_f64(rand::rng().random_range(0.8..1.2))
+        crate::backoff::jittered(
+            self.config.retry_base_ms,
+            self.config.retry_max_ms,
+            attempts,
+        )
     }
 
     fn count(&self, outcome: &str) {

@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -408,12 +407,7 @@ impl Queue {
     /// The delay before retry number `retries`: doubling from the base, capped,
     /// with ±20% jitter so retries of a burst spread out.
     fn backoff(&self, retries: u32) -> Duration {
-        let base = self.config.retry_base_ms.max(1);
-        let exp = retries.saturating_sub(1).min(20);
-        let ms = base
-            .saturating_mul(1u64 << exp)
-            .min(self.config.retry_max_ms.max(base));
-        Duration::from_millis(ms).mul_f64(rand::rng().random_range(0.8..1.2))
+        crate::backoff::jittered(self.config.retry_base_ms, self.config.retry_max_ms, retries)
     }
 
     /// Current queue depths.
