@@ -114,8 +114,12 @@ fn accept(admission: &Admission, body: &[u8], now: DateTime<Utc>) -> Message {
 /// Every segment's submit_sm, encoded as a bind writes it; returns the bytes.
 fn encode_pdus(codec: &mut CommandCodec, m: &Message, now: DateTime<Utc>, out: &mut BytesMut) {
     let segments: Vec<u32> = (0..m.segments.len() as u32).collect();
-    for (i, submit) in pdu::submit_sms(m, &segments, now).expect("pdus") {
-        let command = Command::new(CommandStatus::EsmeRok, i + 1, submit);
+    for (seq, part) in pdu::submit_sms(m, &segments, now)
+        .expect("pdus")
+        .into_iter()
+        .enumerate()
+    {
+        let command = Command::new(CommandStatus::EsmeRok, seq as u32 + 1, part.pdu);
         codec.encode(command, out).expect("encodes");
     }
 }

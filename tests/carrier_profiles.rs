@@ -267,6 +267,54 @@ async fn last_mode_settles_a_four_part_message_on_its_last_receipt() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_payload_mode_sends_a_long_text_in_one_pdu_settled_by_its_one_receipt() {
+    let h = start(sim(|_| {}), r#"long_messages = "payload""#).await;
+    let gsm = four_part_text();
+    let ucs2 = "Ваш заказ в пути, курьер позвонит заранее. 📦 ".repeat(4);
+    let ok = h
+        .send_ok(json!({ "to": number(1), "from": "ACME", "text": gsm }))
+        .await;
+    let m = h
+        .wait_status(&ok, "delivered", Duration::from_secs(10))
+        .await;
+    assert_eq!(m["segments"], 4, "billed as four parts");
+    assert_eq!(m["segments_delivered"], 4, "{m}");
+    let wide = h
+        .send_ok(json!({ "to": number(2), "from": "ACME", "text": ucs2 }))
+        .await;
+    let m = h
+        .wait_status(&wide, "delivered", Duration::from_secs(10))
+        .await;
+    assert!(m["segments"].as_u64().unwrap_or(0) > 1, "{m}");
+
+    let submits = h.sim.submits();
+    assert_eq!(submits.len(), 2, "one submit_sm per message");
+    for (record, text) in submits.iter().zip([&gsm, &ucs2]) {
+        assert_eq!(&record.text, text, "the whole text in message_payload");
+        assert!(record.concat.is_none() && record.udh.is_none());
+        assert_eq!(record.esm_class & 0x40, 0);
+    }
+    assert_eq!(h.sim.stats().receipts_sent, 2, "one receipt per message");
+
+    // A failure receipt fails every part at once.
+    h.sim
+        .script_outcomes(&number(3)[1..], vec![Outcome::Undeliverable]);
+    let bad = h
+        .send_ok(json!({ "to": number(3), "from": "ACME", "text": gsm }))
+        .await;
+    let m = h
+        .wait_status(&bad, "undeliverable", Duration::from_secs(10))
+        .await;
+    assert_eq!(m["segments_delivered"], 0, "{m}");
+    let metrics = h.metrics().await;
+    assert_eq!(
+        metric_sum(&metrics, "smsgate_dlr_unmatched_total", &[]),
+        0.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enroute_receipt_then_delivrd_passes_through_submitted_to_delivered() {
     let sim = sim(|s| s.enroute_first = Some(Duration::from_millis(1500)));
     let h = start(sim, "").await;

@@ -5,8 +5,8 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use rusmpp::pdus::SubmitSm;
-use rusmpp::types::{COctetString, EmptyOrFullCOctetString, OctetString};
-use rusmpp::values::{DataCoding, EsmClass, Npi, RegisteredDelivery, Ton};
+use rusmpp::types::{AnyOctetString, COctetString, EmptyOrFullCOctetString, OctetString};
+use rusmpp::values::{DataCoding, EsmClass, MessagePayload, Npi, RegisteredDelivery, Ton};
 
 use rusmpp::tlvs::MessageSubmissionRequestTlvValue as Tlv;
 
@@ -82,20 +82,30 @@ pub fn relative_validity(now: DateTime<Utc>, until: DateTime<Utc>) -> String {
     )
 }
 
-/// The submit_sm PDUs for the given segments of a message, paired with the
-/// segment index each carries, for an SMSC that follows the book (the default
-/// [`CarrierProfile`]).
+/// One submit_sm and the segments of its message it carries: one segment,
+/// or all of them when the carrier takes long text in `message_payload`.
+#[derive(Debug)]
+pub struct PartPdu {
+    /// Segment indexes (0-based) the PDU carries.
+    pub segments: Vec<u32>,
+    /// The PDU.
+    pub pdu: SubmitSm,
+}
+
+/// The submit_sm PDUs for the given segments of a message for an SMSC that
+/// follows the book (the default [`CarrierProfile`]).
 pub fn submit_sms(
     m: &Message,
     segments: &[u32],
     now: DateTime<Utc>,
-) -> Result<Vec<(u32, SubmitSm)>, PduError> {
+) -> Result<Vec<PartPdu>, PduError> {
     submit_sms_for(m, segments, now, &CarrierProfile::default())
 }
 
 /// The submit_sm PDUs for the given segments of a message, written in the
 /// carrier's dialect: GSM text as packed septets or Latin-1 octets when its
-/// profile says so, parts marked by SAR TLVs instead of a UDH, TON/NPI forced.
+/// profile says so, parts marked by SAR TLVs instead of a UDH, or the whole
+/// text in one `message_payload` PDU; TON/NPI forced.
 /// Segmentation never changes (the segment count was promised at admission):
 /// a carrier whose data_coding 0 is Latin-1 converts to GSM 7-bit for the air
 /// interface, so its parts hold as many characters.
@@ -104,71 +114,101 @@ pub fn submit_sms_for(
     segments: &[u32],
     now: DateTime<Utc>,
     profile: &CarrierProfile,
-) -> Result<Vec<(u32, SubmitSm)>, PduError> {
+) -> Result<Vec<PartPdu>, PduError> {
     let plan = encoding::plan(&m.text);
     let encoded: Vec<EncodedSegment> = encoding::encode(&m.text, plan, m.concat_ref)
         .map_err(|e| PduError::Encode(e.to_string()))?;
     let source = forced(address_for(&m.from), profile.source_ton, profile.source_npi);
     let dest = forced(address_for(&m.to), profile.dest_ton, profile.dest_npi);
-    let source_addr =
-        COctetString::<1, 21>::from_str(&source.addr).map_err(field("source_addr"))?;
-    let destination_addr =
-        COctetString::<1, 21>::from_str(&dest.addr).map_err(field("destination_addr"))?;
-    let validity = EmptyOrFullCOctetString::<17>::from_str(&relative_validity(now, m.expires_at))
-        .map_err(field("validity_period"))?;
-    let data_coding = match m.encoding {
-        Encoding::Gsm7 => DataCoding::McSpecific,
-        Encoding::Ucs2 => DataCoding::Ucs2,
+    let template = SubmitSm::builder()
+        .source_addr_ton(source.ton)
+        .source_addr_npi(source.npi)
+        .source_addr(COctetString::from_str(&source.addr).map_err(field("source_addr"))?)
+        .dest_addr_ton(dest.ton)
+        .dest_addr_npi(dest.npi)
+        .destination_addr(COctetString::from_str(&dest.addr).map_err(field("destination_addr"))?)
+        .validity_period(
+            EmptyOrFullCOctetString::from_str(&relative_validity(now, m.expires_at))
+                .map_err(field("validity_period"))?,
+        )
+        // Final receipt on success or failure (no intermediate notifications).
+        .registered_delivery(RegisteredDelivery::from(0x01))
+        .data_coding(match m.encoding {
+            Encoding::Gsm7 => DataCoding::McSpecific,
+            Encoding::Ucs2 => DataCoding::Ucs2,
+        })
+        // Not EsmClass::default(): in rusmpp 0.4.0 that sets an ANSI-41 bit (0x08).
+        .esm_class(EsmClass::from(0x00))
+        .build();
+    let part = |i: u32| {
+        encoded.get(i as usize).ok_or_else(|| PduError::Field {
+            field: "segment",
+            reason: format!("segment {i} out of range"),
+        })
     };
+    // Text (no UDH) in the carrier's alphabet, packed after `udh_len` octets.
+    let in_alphabet = |body: &[u8], udh_len: usize| match m.encoding {
+        Encoding::Gsm7 => gsm_payload(body, udh_len, profile),
+        Encoding::Ucs2 => body.to_vec(),
+    };
+    if profile.long_messages == LongMessages::Payload && encoded.len() > 1 {
+        // The parts' texts joined (before any packing): segmentation never
+        // splits an escape sequence or a surrogate pair.
+        let mut whole = Vec::new();
+        for &i in segments {
+            whole.extend_from_slice(without_udh(part(i)?));
+        }
+        let mut pdu = template;
+        pdu.push_tlv(Tlv::MessagePayload(MessagePayload::new(
+            AnyOctetString::from_vec(in_alphabet(&whole, 0)),
+        )));
+        return Ok(vec![PartPdu {
+            segments: segments.to_vec(),
+            pdu,
+        }]);
+    }
     let total = encoded.len();
     segments
         .iter()
         .map(|&i| {
-            let seg = encoded.get(i as usize).ok_or_else(|| PduError::Field {
-                field: "segment",
-                reason: format!("segment {i} out of range"),
-            })?;
-            let (udh, payload) = if seg.udhi {
-                seg.short_message.split_at(encoding::CONCAT_UDH_LEN)
-            } else {
-                (&[][..], &seg.short_message[..])
-            };
+            let seg = part(i)?;
             let sar = seg.udhi && profile.long_messages == LongMessages::Sar;
-            let udh = if sar { &[][..] } else { udh };
-            let payload = match m.encoding {
-                Encoding::Gsm7 => gsm_payload(payload, udh.len(), profile),
-                Encoding::Ucs2 => payload.to_vec(),
+            let udh = if seg.udhi && !sar {
+                &seg.short_message[..encoding::CONCAT_UDH_LEN]
+            } else {
+                &[][..]
             };
-            let mut bytes = Vec::with_capacity(udh.len() + payload.len());
-            bytes.extend_from_slice(udh);
-            bytes.extend_from_slice(&payload);
-            let short_message =
-                OctetString::<0, 255>::from_vec(bytes).map_err(field("short_message"))?;
-            // Not EsmClass::default(): in rusmpp 0.4.0 that sets an ANSI-41 bit (0x08).
-            let esm_class = EsmClass::from(if !udh.is_empty() { 0x40 } else { 0x00 });
-            let mut pdu = SubmitSm::builder()
-                .source_addr_ton(source.ton)
-                .source_addr_npi(source.npi)
-                .source_addr(source_addr.clone())
-                .dest_addr_ton(dest.ton)
-                .dest_addr_npi(dest.npi)
-                .destination_addr(destination_addr.clone())
-                .esm_class(esm_class)
-                .validity_period(validity.clone())
-                // Final receipt on success or failure (no intermediate notifications).
-                .registered_delivery(RegisteredDelivery::from(0x01))
-                .data_coding(data_coding)
-                .short_message(short_message)
-                .build();
+            let mut bytes = udh.to_vec();
+            bytes.extend_from_slice(&in_alphabet(without_udh(seg), udh.len()));
+            let mut pdu = template.clone();
+            pdu.set_short_message(
+                OctetString::<0, 255>::from_vec(bytes).map_err(field("short_message"))?,
+            );
+            if !udh.is_empty() {
+                pdu.esm_class = EsmClass::from(0x40);
+            }
             if sar {
                 // At most 255 parts (encoding refuses more), so the casts cannot truncate.
                 pdu.push_tlv(Tlv::SarMsgRefNum(u16::from(m.concat_ref)));
                 pdu.push_tlv(Tlv::SarTotalSegments(total as u8));
                 pdu.push_tlv(Tlv::SarSegmentSeqnum(i as u8 + 1));
             }
-            Ok((i, pdu))
+            Ok(PartPdu {
+                segments: vec![i],
+                pdu,
+            })
         })
         .collect()
+}
+
+/// A part's text octets after its concatenation UDH (if it has one).
+fn without_udh(seg: &EncodedSegment) -> &[u8] {
+    let udh = if seg.udhi {
+        encoding::CONCAT_UDH_LEN
+    } else {
+        0
+    };
+    &seg.short_message[udh..]
 }
 
 /// An address with the profile's forced TON/NPI.
@@ -264,7 +304,7 @@ mod tests {
         let m = long();
         let pdus = submit_sms(&m, &[0, 1, 2, 3], Utc::now()).unwrap();
         assert_eq!(pdus.len(), 4);
-        let (_, first) = &pdus[0];
+        let first = &pdus[0].pdu;
         assert_eq!(u8::from(first.esm_class), 0x40);
         assert_eq!(&first.short_message()[..6], [0x05, 0x00, 0x03, 1, 4, 1]);
         assert_eq!(first.short_message().len(), 6 + 153);
@@ -280,16 +320,57 @@ mod tests {
         };
         let m = long();
         let pdus = submit_sms_for(&m, &[0, 3], Utc::now(), &profile).unwrap();
-        let (i, last) = &pdus[1];
-        assert_eq!(*i, 3);
+        let (i, last) = (&pdus[1].segments, &pdus[1].pdu);
+        assert_eq!(i, &[3]);
         assert_eq!(u8::from(last.esm_class), 0x00);
         assert_eq!(sar_tlvs(last), [(u16::from(m.concat_ref), 4, 4)]);
         assert_eq!(last.short_message().len(), 513 - 3 * 153);
         // A single-part message has nothing to mark.
         let short = message("Hello");
-        let (_, single) = &submit_sms_for(&short, &[0], Utc::now(), &profile).unwrap()[0];
+        let single = &submit_sms_for(&short, &[0], Utc::now(), &profile).unwrap()[0].pdu;
         assert!(sar_tlvs(single).is_empty());
         assert_eq!(single.short_message().as_ref(), b"Hello");
+    }
+
+    fn message_payload(pdu: &SubmitSm) -> Option<Vec<u8>> {
+        use rusmpp::tlvs::TlvValue;
+        pdu.tlvs().iter().find_map(|t| match t.value() {
+            Some(TlvValue::MessagePayload(p)) => Some(p.value.as_ref().to_vec()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn payload_profile_sends_the_whole_text_in_one_pdu() {
+        let profile = CarrierProfile {
+            long_messages: LongMessages::Payload,
+            ..CarrierProfile::default()
+        };
+        let m = long();
+        let pdus = submit_sms_for(&m, &[0, 1, 2, 3], Utc::now(), &profile).unwrap();
+        assert_eq!(pdus.len(), 1, "one PDU for four segments");
+        assert_eq!(pdus[0].segments, [0, 1, 2, 3]);
+        let pdu = &pdus[0].pdu;
+        assert!(pdu.short_message().is_empty());
+        assert_eq!(u8::from(pdu.esm_class), 0x00, "no UDH");
+        let body = message_payload(pdu).expect("message_payload TLV");
+        assert_eq!(profile.decode(0x00, &body, 0), m.text);
+        // UCS-2 text (with a surrogate pair) joins the same way.
+        let text = "Ваш код 😀 ".repeat(12);
+        let plan = encoding::plan(&text);
+        assert_eq!(plan.encoding, Encoding::Ucs2);
+        let mut ucs = sample(&text, Kind::Transactional, plan.segments);
+        ucs.encoding = Encoding::Ucs2;
+        assert!(ucs.segments.len() > 1);
+        let all: Vec<u32> = (0..ucs.segments.len() as u32).collect();
+        let pdus = submit_sms_for(&ucs, &all, Utc::now(), &profile).unwrap();
+        assert_eq!(pdus.len(), 1);
+        let body = message_payload(&pdus[0].pdu).expect("message_payload TLV");
+        assert_eq!(encoding::decode(0x08, &body), text);
+        // A text that fits one part goes in short_message as usual.
+        let short = &submit_sms_for(&message("Hello"), &[0], Utc::now(), &profile).unwrap()[0];
+        assert_eq!(short.pdu.short_message().as_ref(), b"Hello");
+        assert!(message_payload(&short.pdu).is_none());
     }
 
     #[test]
@@ -299,10 +380,10 @@ mod tests {
             ..CarrierProfile::default()
         };
         let one = message(&"a".repeat(160));
-        let (_, pdu) = &submit_sms_for(&one, &[0], Utc::now(), &profile).unwrap()[0];
+        let pdu = &submit_sms_for(&one, &[0], Utc::now(), &profile).unwrap()[0].pdu;
         assert_eq!(pdu.short_message().len(), 140);
         let m = long();
-        let (_, part) = &submit_sms_for(&m, &[0], Utc::now(), &profile).unwrap()[0];
+        let part = &submit_sms_for(&m, &[0], Utc::now(), &profile).unwrap()[0].pdu;
         assert_eq!(part.short_message().len(), 140);
         assert_eq!(
             profile.decode(0x00, &part.short_message()[6..], 6),
@@ -317,7 +398,7 @@ mod tests {
             ..CarrierProfile::default()
         };
         let m = message("Café 5€ {ok} Δ");
-        let (_, pdu) = &submit_sms_for(&m, &[0], Utc::now(), &profile).unwrap()[0];
+        let pdu = &submit_sms_for(&m, &[0], Utc::now(), &profile).unwrap()[0].pdu;
         assert_eq!(pdu.short_message().as_ref(), b"Caf\xe9 5? {ok} ?");
         assert_eq!(u8::from(pdu.data_coding), 0x00);
     }
@@ -331,7 +412,7 @@ mod tests {
             dest_npi: Some(0),
             ..CarrierProfile::default()
         };
-        let (_, pdu) = &submit_sms_for(&message("Hi"), &[0], Utc::now(), &profile).unwrap()[0];
+        let pdu = &submit_sms_for(&message("Hi"), &[0], Utc::now(), &profile).unwrap()[0].pdu;
         assert_eq!(
             (pdu.source_addr_ton, pdu.source_addr_npi),
             (Ton::International, Npi::Isdn)
@@ -341,7 +422,7 @@ mod tests {
             (Ton::Unknown, Npi::Unknown)
         );
         // Without a profile the sender is alphanumeric.
-        let (_, plain) = &submit_sms(&message("Hi"), &[0], Utc::now()).unwrap()[0];
+        let plain = &submit_sms(&message("Hi"), &[0], Utc::now()).unwrap()[0].pdu;
         assert_eq!(plain.source_addr_ton, Ton::Alphanumeric);
     }
 }

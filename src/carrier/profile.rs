@@ -87,6 +87,16 @@ impl CarrierProfile {
         self.receipt_tlv_id.unwrap_or(self.submit_id)
     }
 
+    /// Which segments' receipts settle a message. A `message_payload` submit
+    /// carries every segment under one id, so its one receipt (indexed on the
+    /// first segment) stands for the whole message.
+    pub fn receipt_mode(&self) -> MultipartReceipts {
+        match self.long_messages {
+            LongMessages::Payload => MultipartReceipts::First,
+            _ => self.multipart_receipts,
+        }
+    }
+
     /// How long an unmatched receipt is retried.
     pub fn receipt_wait(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.receipt_wait_s)
@@ -179,6 +189,9 @@ pub enum LongMessages {
     Udh,
     /// sar_msg_ref_num / sar_total_segments / sar_segment_seqnum TLVs, no UDH.
     Sar,
+    /// The whole text in one submit_sm's message_payload TLV (short_message
+    /// empty); the SMSC splits it, answers one id and sends one receipt.
+    Payload,
 }
 
 /// Fill bits between a UDH of `udh_len` octets and the first septet of packed

@@ -237,7 +237,11 @@ impl Bind {
             for _ in 1..segments {
                 self.limiter.acquire().await;
             }
-            inflight.spawn(self.submit_task(client.clone(), message, permits));
+            spawn_in_take_order(
+                &mut inflight,
+                self.submit_task(client.clone(), message, permits),
+            )
+            .await;
         }
         inflight
     }
@@ -344,6 +348,21 @@ impl Bind {
 }
 
 /// Waits for `n` window slots, or `None` once `done` fires.
+/// Spawns a submit after polling it once here, so its submit_sm reaches the
+/// connection before the next message is taken: PDUs leave in the order the
+/// scheduler chose (the runtime may run freshly spawned tasks in any order,
+/// which would let a message be overtaken by more than the window).
+async fn spawn_in_take_order(
+    inflight: &mut JoinSet<()>,
+    task: impl Future<Output = ()> + Send + 'static,
+) {
+    let mut task = Box::pin(task);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(task.as_mut().poll(cx))).await;
+    if first.is_pending() {
+        inflight.spawn(task);
+    }
+}
+
 async fn acquire(
     window: &Arc<Semaphore>,
     n: u32,

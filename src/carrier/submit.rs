@@ -166,14 +166,14 @@ pub(crate) async fn submit_message(
             );
         }
     };
-    let attempts = pdus.into_iter().map(|(segment, pdu)| async move {
-        let outcome = match client.submit_sm(pdu).await {
+    let attempts = pdus.into_iter().map(|part| async move {
+        let outcome = match client.submit_sm(part.pdu).await {
             Ok(smsc_id) => Outcome::Accepted(smsc_id),
             Err(e) => classify(&e, policy.errors),
         };
-        (segment, outcome)
+        (part.segments, outcome)
     });
-    let results: Vec<(u32, Outcome)> = futures::stream::iter(attempts)
+    let results: Vec<(Vec<u32>, Outcome)> = futures::stream::iter(attempts)
         .buffer_unordered(slots.max(1))
         .collect()
         .await;
@@ -182,22 +182,25 @@ pub(crate) async fn submit_message(
     let mut verdict = Verdict::default();
     let mut retry: Option<Retry> = None;
     let mut fail = None;
-    for (segment, outcome) in results {
+    for (segments, outcome) in results {
         match outcome {
             Outcome::Accepted(smsc_id) => {
                 metrics
                     .segments_submitted
                     .with_label_values(&[carrier])
-                    .inc();
-                transitions.push((
-                    m.id,
-                    Transition::SegmentAccepted {
-                        carrier: carrier.to_string(),
-                        segment,
-                        smsc_id,
-                        at: Utc::now(),
-                    },
-                ));
+                    .inc_by(segments.len() as u64);
+                // A message_payload PDU carries every segment under one id.
+                transitions.extend(segments.into_iter().map(|segment| {
+                    (
+                        m.id,
+                        Transition::SegmentAccepted {
+                            carrier: carrier.to_string(),
+                            segment,
+                            smsc_id: smsc_id.clone(),
+                            at: Utc::now(),
+                        },
+                    )
+                }));
             }
             Outcome::Retry(r) => {
                 metrics

@@ -343,7 +343,7 @@ impl Stage {
             .zip(&hits)
             .filter_map(|(p, hit)| {
                 let hit = hit.as_ref()?;
-                let multipart = self.carriers.get(&p.carrier)?.profile.multipart_receipts;
+                let multipart = self.carriers.get(&p.carrier)?.profile.receipt_mode();
                 Some((
                     hit.id,
                     Transition::SegmentReceipt {

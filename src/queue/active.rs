@@ -57,8 +57,7 @@ impl ActiveSet {
     pub(crate) fn index(&mut self, m: &Message) {
         for (segment, s) in m.segments.iter().enumerate() {
             if let (Some(carrier), Some(smsc_id)) = (&m.carrier, &s.smsc_id) {
-                self.smsc_index
-                    .insert((carrier.clone(), smsc_id.clone()), (m.id, segment as u32));
+                self.index_segment(carrier, smsc_id, m.id, segment as u32);
             }
         }
     }
@@ -97,6 +96,19 @@ impl ActiveSet {
 
     /// Applies one transition and keeps the schedule and index in step.
     /// `None` when the message is not held.
+    /// Points an SMSC id at a segment. Segments sent in one PDU (a
+    /// `message_payload` submit) share the id: it stays on the lowest, the
+    /// segment whose receipt settles them all.
+    fn index_segment(&mut self, carrier: &str, smsc_id: &str, id: MessageId, segment: u32) {
+        let key = (carrier.to_owned(), smsc_id.to_owned());
+        match self.smsc_index.get(&key) {
+            Some(&(same, lower)) if same == id && lower <= segment => {}
+            _ => {
+                self.smsc_index.insert(key, (id, segment));
+            }
+        }
+    }
+
     pub(crate) fn apply(&mut self, id: MessageId, t: &Transition) -> Option<(Message, Applied)> {
         let m = self.messages.get_mut(&id)?;
         let before = m.status;
@@ -109,8 +121,7 @@ impl ActiveSet {
             ..
         } = t
         {
-            self.smsc_index
-                .insert((carrier.clone(), smsc_id.clone()), (id, *segment));
+            self.index_segment(carrier, smsc_id, id, *segment);
         }
         if before == Status::Scheduled
             && m.status != Status::Scheduled
