@@ -220,7 +220,8 @@ impl Default for ComplianceConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `embedded` (durable, on disk; the default) or `memory` (lost on exit).
+    /// `embedded` (durable, on disk; the default), `redis` (durable in Redis, see
+    /// [`RedisConfig`]) or `memory` (lost on exit).
     pub backend: StoreBackend,
     /// Directory of the embedded store.
     pub path: std::path::PathBuf,
@@ -237,6 +238,39 @@ pub struct StoreConfig {
     pub max_batch: usize,
     /// Hours an Idempotency-Key is remembered.
     pub idempotency_hours: u32,
+    /// Where the `redis` backend keeps everything (`[store.redis]`).
+    pub redis: RedisConfig,
+}
+
+/// The `redis` store backend: the same records, indexes and group commits as
+/// the embedded store, kept in Redis instead of a local directory.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// Server URL, e.g. `redis://127.0.0.1:6379/0` (`rediss://` is not built in).
+    pub url: String,
+    /// Prefix of every key; written as a hash tag (`{prefix}:…`) so every
+    /// key of one gateway lives in one Redis Cluster slot and each group
+    /// commit is one MULTI/EXEC.
+    pub prefix: String,
+    /// This gateway's name. The prefix is leased to one node at a time; a
+    /// restarted node with the same name takes its lease back at once,
+    /// another name waits until the lease (15 s) runs out.
+    pub node: String,
+    /// After each commit, wait until this many replicas have it (`WAIT`);
+    /// 0: the primary's own persistence (`appendfsync`) is the guarantee.
+    pub replicas: u32,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/".into(),
+            prefix: "smsgate".into(),
+            node: "node-1".into(),
+            replicas: 0,
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -250,6 +284,7 @@ impl Default for StoreConfig {
             max_backlog: 1_000_000,
             max_batch: 4096,
             idempotency_hours: 24,
+            redis: RedisConfig::default(),
         }
     }
 }
@@ -262,6 +297,9 @@ pub enum StoreBackend {
     Embedded,
     /// Process memory: fast, lost on exit. For tests and throwaway runs.
     Memory,
+    /// A Redis server (`[store.redis]`): the embedded store's records and
+    /// commits, kept in Redis.
+    Redis,
 }
 
 /// Commit durability of the embedded store.

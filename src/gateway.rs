@@ -66,7 +66,7 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn Store> = match config.store.backend {
             StoreBackend::Memory => Arc::new(MemoryStore::new()),
-            StoreBackend::Embedded => {
+            StoreBackend::Embedded | StoreBackend::Redis => {
                 let store_config = config.store.clone();
                 let m = metrics.clone();
                 let store =

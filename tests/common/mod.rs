@@ -47,8 +47,7 @@ pub fn config_text(
 listen = "127.0.0.1:0"
 max_body_bytes = 65536
 
-[store]
-path = "{data}"
+{store}
 
 [compliance]
 countries = "{countries}"
@@ -78,9 +77,34 @@ response_timeout_s = 5
 reconnect_min_ms = 50
 reconnect_max_ms = 500
 "#,
-        data = data.display(),
+        store = store_section(data),
         countries = concat!(env!("CARGO_MANIFEST_DIR"), "/config/countries.toml"),
     )
+}
+
+/// Environment variable naming a Redis server (`redis://127.0.0.1:6390/`):
+/// when set, every test gateway keeps its store there instead of in `data`
+/// (`.ci/run` runs the shared suites once on each backend).
+pub const REDIS_ENV: &str = "SMSGATE_TEST_REDIS";
+
+/// The `[store]` section: the embedded store in `data`, or Redis under a key
+/// prefix of its own for each data directory (so tests sharing one server
+/// never see each other's keys, and a restart with the same `data` finds its
+/// records again).
+fn store_section(data: &std::path::Path) -> String {
+    match std::env::var(REDIS_ENV) {
+        Ok(url) if !url.is_empty() => {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            data.hash(&mut h);
+            format!(
+                "[store]\npath = \"{data}\"\nbackend = \"redis\"\n\n[store.redis]\nurl = \"{url}\"\nprefix = \"test-{:016x}\"\nnode = \"test\"\n",
+                h.finish(),
+                data = data.display(),
+            )
+        }
+        _ => format!("[store]\npath = \"{}\"\n", data.display()),
+    }
 }
 
 impl Harness {

@@ -1,11 +1,13 @@
-//! The embedded database under the durable store: fjall (an LSM tree with a
-//! journal), chosen over redb by `benches/store_backends.rs`. Everything the
-//! store writes goes through [`Kv::commit`] as one atomic batch.
+//! The database under the durable store: fjall (an LSM tree with a journal,
+//! chosen over redb by `benches/store_backends.rs`) by default, or a Redis
+//! server ([`RedisKv`]). Everything the store writes goes through
+//! [`Kv::commit`] as one atomic batch.
 
 use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
+use super::redis_kv::RedisKv;
 use crate::queue::StoreError;
 
 /// The keyspaces (tables) of the store.
@@ -39,7 +41,8 @@ pub(crate) enum Space {
     OutboxByMessage = 11,
 }
 
-const SPACES: [&str; 12] = [
+/// Keyspace names, indexed by [`Space`].
+pub(crate) const SPACES: [&str; 12] = [
     "messages",
     "tracked",
     "finished",
@@ -63,8 +66,111 @@ pub(crate) enum Write {
     Delete(Space, Vec<u8>),
 }
 
+/// The database the store writes to.
+pub(crate) enum Kv {
+    /// The embedded fjall database in a local directory.
+    Fjall(FjallKv),
+    /// A Redis server.
+    Redis(RedisKv),
+}
+
+impl Kv {
+    /// Applies the writes atomically. With `sync`, fsyncs the journal before
+    /// returning (fjall; Redis persists by its own `appendfsync` setting).
+    pub(crate) fn commit<'a>(
+        &self,
+        writes: impl Iterator<Item = &'a Write>,
+        sync: bool,
+    ) -> Result<(), StoreError> {
+        match self {
+            Kv::Fjall(f) => f.commit(writes, sync),
+            Kv::Redis(r) => r.commit(writes),
+        }
+    }
+
+    /// Reads one value.
+    pub(crate) fn get(&self, s: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Kv::Fjall(f) => f.get(s, key),
+            Kv::Redis(r) => r.get(s, key),
+        }
+    }
+
+    /// Every value of a keyspace, in key order.
+    pub(crate) fn values(&self, s: Space) -> Result<Vec<Vec<u8>>, StoreError> {
+        match self {
+            Kv::Fjall(f) => f.values(s),
+            Kv::Redis(r) => r.values(s),
+        }
+    }
+
+    /// Every key of a keyspace, in order.
+    pub(crate) fn keys(&self, s: Space) -> Result<Vec<Vec<u8>>, StoreError> {
+        match self {
+            Kv::Fjall(f) => f.keys(s),
+            Kv::Redis(r) => r.keys(s),
+        }
+    }
+
+    /// Up to `limit` keys from `lower` (inclusive) to `upper` (exclusive), in order.
+    pub(crate) fn keys_between(
+        &self,
+        s: Space,
+        lower: &[u8],
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        match self {
+            Kv::Fjall(f) => f.keys_between(s, lower, upper, limit),
+            Kv::Redis(r) => r.keys_between(s, lower, upper, limit),
+        }
+    }
+
+    /// Up to `limit` values with keys from `lower` (inclusive) to `upper`
+    /// (exclusive), in key order.
+    pub(crate) fn values_between(
+        &self,
+        s: Space,
+        lower: &[u8],
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        match self {
+            Kv::Fjall(f) => f.values_between(s, lower, upper, limit),
+            Kv::Redis(r) => r.values_between(s, lower, upper, limit),
+        }
+    }
+
+    /// Up to `limit` keys below `upper` (exclusive), in order.
+    pub(crate) fn keys_below(
+        &self,
+        s: Space,
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.keys_between(s, &[], upper, limit)
+    }
+
+    /// Bytes the store takes (on disk; Redis: the server's memory).
+    pub(crate) fn disk_space(&self) -> u64 {
+        match self {
+            Kv::Fjall(f) => f.disk_space(),
+            Kv::Redis(r) => r.used_bytes(),
+        }
+    }
+
+    /// Makes everything written so far durable before exit (fjall: fsync;
+    /// Redis: gives the prefix's lease up).
+    pub(crate) fn persist(&self) -> Result<(), StoreError> {
+        match self {
+            Kv::Fjall(f) => f.persist(),
+            Kv::Redis(r) => r.release(),
+        }
+    }
+}
+
 /// The fjall database and its keyspaces.
-pub(crate) struct Kv {
+pub(crate) struct FjallKv {
     db: Database,
     spaces: Vec<Keyspace>,
 }
@@ -73,7 +179,7 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-impl Kv {
+impl FjallKv {
     /// Opens (or creates) the database in `path`, replaying its journal.
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(path).open().map_err(|e| match e {
@@ -167,16 +273,6 @@ impl Kv {
             .take(limit)
             .map(|g| g.into_inner().map(|(_, v)| v.to_vec()).map_err(backend))
             .collect()
-    }
-
-    /// Up to `limit` keys below `upper` (exclusive), in order.
-    pub(crate) fn keys_below(
-        &self,
-        s: Space,
-        upper: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.keys_between(s, &[], upper, limit)
     }
 
     /// Bytes on disk.

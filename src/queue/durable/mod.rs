@@ -16,6 +16,7 @@
 //! window slot until the outcome of its submit is committed.
 
 mod kv;
+mod redis_kv;
 mod writer;
 
 use std::collections::HashMap;
@@ -30,10 +31,10 @@ use super::store::{
     AppliedTransition, IdempotencyRecord, InboundRecord, Preference, PreferenceKind, ReadyPage,
     Released, Store, StoreError, WebhookEvent,
 };
-use crate::config::{Durability, StoreConfig};
+use crate::config::{Durability, StoreBackend, StoreConfig};
 use crate::message::{Applied, Kind, Message, MessageId, Status, Transition};
 use crate::metrics::Metrics;
-use kv::{Kv, Space, Write};
+use kv::{FjallKv, Kv, Space, Write};
 use writer::{Writer, committed};
 
 /// Records removed per compaction batch (keeps each commit short).
@@ -114,7 +115,14 @@ impl DurableStore {
     /// Opens the store in `config.path` and rebuilds the in-memory working set
     /// from it (blocking: call it off the async runtime).
     pub fn open(config: &StoreConfig, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
-        Self::open_at(&config.path, config.durability, config.max_batch, metrics)
+        match config.backend {
+            StoreBackend::Redis => {
+                let kv = Kv::Redis(redis_kv::RedisKv::open(&config.redis)?);
+                let at = format!("{} as {}", config.redis.url, config.redis.node);
+                Self::recover(kv, &at, config.durability, config.max_batch, metrics)
+            }
+            _ => Self::open_at(&config.path, config.durability, config.max_batch, metrics),
+        }
     }
 
     /// Opens the store in `path`.
@@ -126,7 +134,26 @@ impl DurableStore {
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(path)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", path.display())))?;
-        let kv = Arc::new(Kv::open(path)?);
+        let kv = Kv::Fjall(FjallKv::open(path)?);
+        Self::recover(
+            kv,
+            &path.display().to_string(),
+            durability,
+            max_batch,
+            metrics,
+        )
+    }
+
+    /// Rebuilds the in-memory working set from what `kv` holds and starts
+    /// the writer.
+    fn recover(
+        kv: Kv,
+        at: &str,
+        durability: Durability,
+        max_batch: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let kv = Arc::new(kv);
         let mut active = ActiveSet::new(false);
         let mut tracked = 0usize;
         for key in kv.keys(Space::Tracked)? {
@@ -160,7 +187,7 @@ impl DurableStore {
             scheduled += 1;
         }
         let ready_total: usize = ready.values().sum();
-        tracing::info!(path = %path.display(), tracked, ready = ready_total, scheduled, "durable store open");
+        tracing::info!(%at, tracked, ready = ready_total, scheduled, "durable store open");
         let writer = Arc::new(Writer::start(
             kv.clone(),
             durability == Durability::Fsync,
