@@ -260,6 +260,9 @@ pub struct RedisConfig {
     /// After each commit, wait until this many replicas have it (`WAIT`);
     /// 0: the primary's own persistence (`appendfsync`) is the guarantee.
     pub replicas: u32,
+    /// Prefix of what every node of a deployment shares whatever its own
+    /// `prefix`: the carriers' TPS buckets.
+    pub shared_prefix: String,
 }
 
 impl Default for RedisConfig {
@@ -269,6 +272,7 @@ impl Default for RedisConfig {
             prefix: "smsgate".into(),
             node: "node-1".into(),
             replicas: 0,
+            shared_prefix: "smsgate-shared".into(),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::config::{Config, ConfigError, StoreBackend, StoreConfig};
 use crate::dlr;
 use crate::metrics::Metrics;
 use crate::queue::{DurableStore, MemoryStore, Queue, Store, StoreError};
+use crate::shared_limit::SharedLimits;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +141,11 @@ impl Gateway {
             dead_letters.clone(),
             inbound_rx,
         );
+        // Nodes on Redis share each carrier's TPS.
+        let shared_limits = match config.store.backend {
+            StoreBackend::Redis => Some(SharedLimits::new(&config.store.redis)?),
+            _ => None,
+        };
         let carriers = Carriers::start(
             &config.carriers,
             queue.clone(),
@@ -148,6 +154,7 @@ impl Gateway {
             metrics.clone(),
             Duration::from_secs(config.shutdown.grace_s),
             config.scheduler.max_attempts,
+            shared_limits.as_ref(),
         );
 
         let state = AppState {

@@ -18,6 +18,8 @@ pub mod logging;
 pub mod message;
 pub mod metrics;
 pub mod queue;
+mod redis_pool;
+pub mod shared_limit;
 
 pub use config::Config;
 pub use gateway::Gateway;

@@ -5,6 +5,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::shared_limit::SharedBucket;
+
 /// A cut is applied at most this often: one burst of 0x58 answers to a
 /// window of in-flight submits is one signal, not thirty.
 const CUT_HOLD_OFF: Duration = Duration::from_millis(250);
@@ -16,11 +18,12 @@ const RECOVERY_PER_S: f64 = 0.10;
 const BURST_S: f64 = 0.05;
 
 /// The send rate of one carrier.
-#[derive(Debug)]
 pub struct RateLimiter {
     /// Configured ceiling; `INFINITY` when unlimited.
     ceiling: f64,
     state: Mutex<State>,
+    /// The ceiling shared with the other nodes (Redis), if any.
+    shared: Option<SharedBucket>,
 }
 
 #[derive(Debug)]
@@ -59,7 +62,15 @@ impl RateLimiter {
                 window_count: 0,
                 measured: 0.0,
             }),
+            shared: None,
         }
+    }
+
+    /// Also holds the configured ceiling across every node taking from
+    /// `bucket` (the AIMD cuts stay this node's own).
+    pub fn with_shared(mut self, bucket: SharedBucket) -> Self {
+        self.shared = Some(bucket);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -90,13 +101,16 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// Waits for a send token.
+    /// Waits for a send token (and one of the shared limit, if any).
     pub async fn acquire(&self) {
         loop {
             match self.try_acquire(Instant::now()) {
-                Ok(()) => return,
+                Ok(()) => break,
                 Err(at) => tokio::time::sleep_until(at.into()).await,
             }
+        }
+        if let Some(shared) = &self.shared {
+            shared.take().await;
         }
     }
 

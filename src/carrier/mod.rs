@@ -28,6 +28,7 @@ use crate::config::CarrierConfig;
 use crate::message::{ErrorInfo, Message};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
+use crate::shared_limit::SharedLimits;
 
 /// A deliver_sm the SMSC sent us, with the means to acknowledge it.
 pub struct Inbound {
@@ -107,7 +108,8 @@ pub struct Carriers {
 }
 
 impl Carriers {
-    /// Starts every bind of every carrier. Inbound deliver_sm go to `inbound`.
+    /// Starts every bind of every carrier. Inbound deliver_sm go to `inbound`;
+    /// with `shared_limits`, each carrier's `tps` holds across every node.
     pub fn start(
         carriers: &[CarrierConfig],
         queue: Arc<Queue>,
@@ -116,6 +118,7 @@ impl Carriers {
         metrics: Arc<Metrics>,
         grace: Duration,
         max_attempts: u32,
+        shared_limits: Option<&SharedLimits>,
     ) -> Self {
         let binds_up = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
@@ -133,7 +136,11 @@ impl Carriers {
         for (id, config) in carriers.iter().enumerate() {
             let config = Arc::new(config.clone());
             // One rate for all binds of a carrier.
-            let limiter = Arc::new(limiter::RateLimiter::new(config.tps));
+            let mut limiter = limiter::RateLimiter::new(config.tps);
+            if let Some(shared) = shared_limits.filter(|_| config.tps > 0.0) {
+                limiter = limiter.with_shared(shared.carrier(&config.name, config.tps));
+            }
+            let limiter = Arc::new(limiter);
             for index in 0..config.binds {
                 let bind =
                     session::Bind::new(config.clone(), id, index, limiter.clone(), shared.clone());

@@ -19,14 +19,13 @@ use std::sync::{Arc, Condvar};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redis::{Client, Connection};
+use redis::Client;
 
 use super::kv::{Space, Write};
 use crate::config::RedisConfig;
 use crate::queue::StoreError;
+use crate::redis_pool::{IO_TIMEOUT, Pool};
 
-/// Connect and per-command timeout.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the prefix's lease lasts without renewal.
 const LEASE_MS: u64 = 15_000;
 /// Keys read per `ZRANGEBYLEX` when a whole index is scanned.
@@ -63,43 +62,6 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("redis: {e}"))
 }
 
-/// A pool of blocking connections to one Redis server.
-struct Pool {
-    client: Client,
-    idle: Mutex<Vec<Connection>>,
-}
-
-impl Pool {
-    /// Runs `f` on an idle connection (or a new one); a connection that saw
-    /// an error is dropped rather than reused.
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
-    ) -> Result<T, StoreError> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut con = match idle {
-            Some(c) => c,
-            None => {
-                let c = self
-                    .client
-                    .get_connection_with_timeout(IO_TIMEOUT)
-                    .map_err(backend)?;
-                c.set_read_timeout(Some(IO_TIMEOUT)).map_err(backend)?;
-                c.set_write_timeout(Some(IO_TIMEOUT)).map_err(backend)?;
-                c
-            }
-        };
-        let result = f(&mut con);
-        if result.is_ok() {
-            self.idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(con);
-        }
-        result.map_err(backend)
-    }
-}
-
 /// The lease on a key prefix: one gateway writes under a prefix at a time.
 struct Lease {
     stop: Arc<(Mutex<bool>, Condvar)>,
@@ -123,10 +85,7 @@ impl RedisKv {
     pub(crate) fn open(config: &RedisConfig) -> Result<Self, StoreError> {
         let client = Client::open(config.url.as_str())
             .map_err(|e| StoreError::Backend(format!("invalid store.redis.url: {e}")))?;
-        let pool = Arc::new(Pool {
-            client,
-            idle: Mutex::new(Vec::new()),
-        });
+        let pool = Arc::new(Pool::new(client));
         pool.with(|c| redis::cmd("PING").query::<String>(c))
             .map_err(|e| {
                 StoreError::Backend(format!("cannot reach Redis at {}: {e}", config.url))

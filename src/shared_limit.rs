@@ -1,0 +1,154 @@
+//! Rate limits that hold across every gateway node sharing one Redis: a
+//! token bucket kept in Redis and updated by a Lua script (atomic, on the
+//! server's clock), from which each node takes tokens a few at a time.
+//!
+//! Why a shared bucket rather than splitting the limit by live node count:
+//! a split needs membership (who is alive, re-splitting when a node dies or
+//! joins) and wastes the share of an idle node, while a bucket is exact
+//! whatever the number of nodes and how the traffic is spread over them. Its
+//! cost is one round trip per `chunk` tokens (a fiftieth of a second's worth),
+//! made on the blocking pool, never per message.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::RedisConfig;
+use crate::redis_pool::Pool;
+
+/// Refills `KEYS[1]` at `ARGV[1]` tokens/s up to `ARGV[2]`, takes up to
+/// `ARGV[3]`; returns `{granted, ms to wait when none was}`.
+const TAKE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rate, burst, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+local grant = math.min(want, math.floor(tokens))
+tokens = tokens - grant
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
+redis.call('PEXPIRE', KEYS[1], 60000)
+local wait = 0
+if grant == 0 then wait = math.ceil((1 - tokens) * 1000 / rate) end
+return {grant, wait}
+";
+
+/// Seconds of the rate the shared bucket holds at most (the burst all nodes
+/// together may send after a quiet spell).
+const BURST_S: f64 = 0.05;
+/// Seconds of the rate a node takes per round trip.
+const CHUNK_S: f64 = 0.02;
+
+/// Where the shared buckets live.
+pub struct SharedLimits {
+    pool: Arc<Pool>,
+    prefix: String,
+}
+
+impl SharedLimits {
+    /// Buckets in the Redis of `config`, under `{shared_prefix}`.
+    pub fn new(config: &RedisConfig) -> Result<Self, crate::queue::StoreError> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
+            crate::queue::StoreError::Backend(format!("invalid store.redis.url: {e}"))
+        })?;
+        Ok(Self {
+            pool: Arc::new(Pool::new(client)),
+            prefix: format!("{{{}}}", config.shared_prefix),
+        })
+    }
+
+    /// The bucket of a carrier's `tps` (shared by every node that names the
+    /// carrier the same way).
+    pub fn carrier(&self, name: &str, tps: f64) -> SharedBucket {
+        SharedBucket::new(
+            self.pool.clone(),
+            format!("{}:tps:{name}", self.prefix),
+            tps,
+        )
+    }
+}
+
+/// One limit shared by every node.
+pub struct SharedBucket {
+    pool: Arc<Pool>,
+    key: String,
+    rate: f64,
+    burst: f64,
+    chunk: u32,
+    /// Tokens this node took and has not used yet.
+    cached: Mutex<u32>,
+    /// One round trip at a time per node.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl SharedBucket {
+    fn new(pool: Arc<Pool>, key: String, rate: f64) -> Self {
+        let rate = rate.max(1.0);
+        Self {
+            pool,
+            key,
+            rate,
+            burst: (rate * BURST_S).max(1.0),
+            chunk: (rate * CHUNK_S).ceil().max(1.0) as u32,
+            cached: Mutex::new(0),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn take_cached(&self) -> bool {
+        let mut c = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if *c > 0 {
+            *c -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Waits for a token of the shared limit. If Redis cannot be reached the
+    /// node goes on under its own limit alone (logged): a Redis outage must
+    /// not stop traffic that the node's store may still take.
+    pub async fn take(&self) {
+        loop {
+            if self.take_cached() {
+                return;
+            }
+            let _one = self.fetching.lock().await;
+            if self.take_cached() {
+                return;
+            }
+            let (pool, key) = (self.pool.clone(), self.key.clone());
+            let (rate, burst, want) = (self.rate, self.burst, self.chunk);
+            let answer = tokio::task::spawn_blocking(move || {
+                pool.with(|c| {
+                    redis::cmd("EVAL")
+                        .arg(TAKE)
+                        .arg(1)
+                        .arg(&key)
+                        .arg(rate)
+                        .arg(burst)
+                        .arg(want)
+                        .query::<(u32, u64)>(c)
+                })
+            })
+            .await;
+            match answer {
+                Ok(Ok((granted, _))) if granted > 0 => {
+                    *self.cached.lock().unwrap_or_else(|p| p.into_inner()) += granted - 1;
+                    return;
+                }
+                Ok(Ok((_, wait_ms))) => {
+                    tokio::time::sleep(Duration::from_millis(wait_ms.clamp(1, 1000))).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, key = %self.key, "shared rate limit unavailable; this node's own limit applies");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared rate limit task failed");
+                    return;
+                }
+            }
+        }
+    }
+}
