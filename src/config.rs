@@ -249,14 +249,18 @@ pub struct StoreConfig {
 pub struct RedisConfig {
     /// Server URL, e.g. `redis://127.0.0.1:6379/0` (`rediss://` is not built in).
     pub url: String,
-    /// Prefix of every key; written as a hash tag (`{prefix}:…`) so every
-    /// key of one gateway lives in one Redis Cluster slot and each group
-    /// commit is one MULTI/EXEC.
+    /// Prefix of every key, shared by the nodes of one deployment; written as
+    /// a hash tag (`{prefix}:…`) so every key lives in one Redis Cluster slot
+    /// and each group commit is one MULTI/EXEC.
     pub prefix: String,
-    /// This gateway's name. The prefix is leased to one node at a time; a
-    /// restarted node with the same name takes its lease back at once,
-    /// another name waits until the lease (15 s) runs out.
+    /// This gateway's name, unique among the nodes sharing the prefix: it
+    /// names the node's partition (the messages it accepted). A restarted
+    /// node takes its partition back under the same name.
     pub node: String,
+    /// Milliseconds a node's lease lasts without renewal (renewed every
+    /// third of it). When it runs out, another node adopts the partition
+    /// and sends what the node left.
+    pub lease_ms: u64,
     /// After each commit, wait until this many replicas have it (`WAIT`);
     /// 0: the primary's own persistence (`appendfsync`) is the guarantee.
     pub replicas: u32,
@@ -271,6 +275,7 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379/".into(),
             prefix: "smsgate".into(),
             node: "node-1".into(),
+            lease_ms: 15_000,
             replicas: 0,
             shared_prefix: "smsgate-shared".into(),
         }

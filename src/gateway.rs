@@ -112,6 +112,21 @@ impl Gateway {
 
         let scheduler_stop = CancellationToken::new();
         let scheduler = tokio::spawn(queue.clone().run_scheduler(scheduler_stop.clone()));
+        if config.store.backend == StoreBackend::Redis {
+            // Nodes sharing the store take over the work of one that died.
+            let every = Duration::from_millis(config.store.redis.lease_ms.max(1000) / 3);
+            tokio::spawn(queue.clone().run_adoption(every, scheduler_stop.clone()));
+            // The submit guard sees other nodes' opt-outs within a tick.
+            let (prefs, stop) = (preferences.clone(), scheduler_stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => prefs.sync().await,
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            });
+        }
         let webhooks = dlr::webhooks::spawn(
             queue.clone(),
             metrics.clone(),

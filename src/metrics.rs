@@ -46,6 +46,8 @@ pub struct Metrics {
     pub receipts: IntCounterVec,
     /// Receipts whose id matched no message, by carrier.
     pub dlr_unmatched: IntCounterVec,
+    /// Receipts handed to the node that sent their message.
+    pub dlr_forwarded: IntCounterVec,
     /// Mobile-originated (non-receipt) deliver_sm received, by carrier.
     pub mo_received: IntCounterVec,
     /// Inbound keywords acted on (stop, start, help).
@@ -231,6 +233,11 @@ impl Metrics {
             dlr_unmatched: counter(
                 "smsgate_dlr_unmatched_total",
                 "Delivery receipts matching no known message.",
+                &["carrier"],
+            ),
+            dlr_forwarded: counter(
+                "smsgate_dlr_forwarded_total",
+                "Delivery receipts handed to the node that sent their message (nodes sharing a Redis store).",
                 &["carrier"],
             ),
             mo_received: counter(

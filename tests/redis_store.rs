@@ -7,7 +7,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Harness, otp, test_config};
+use common::{otp, test_config};
 use smsgate::config::StoreBackend;
 use smsgate::gateway::Gateway;
 use smsgate_loadtest::sim::SimConfig;
@@ -68,18 +68,6 @@ impl Drop for RedisServer {
     }
 }
 
-/// An error with its sources, as one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// Points a config at `redis` under `prefix` as node `node`.
 fn on_redis(c: &mut smsgate::config::Config, redis: &RedisServer, prefix: &str, node: &str) {
     c.store.backend = StoreBackend::Redis;
@@ -88,41 +76,129 @@ fn on_redis(c: &mut smsgate::config::Config, redis: &RedisServer, prefix: &str, 
     c.store.redis.node = node.into();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_prefix_is_leased_to_one_node_and_its_records_outlive_the_node() {
-    let redis = RedisServer::start().await;
-    let h = Harness::start_with(SimConfig::default(), 1, 16, |c| {
-        on_redis(c, &redis, "lease", "a");
-    })
-    .await;
-    let id = h.send_ok(otp("+447400100001", "Your code is 123456")).await;
-    h.wait_status(&id, "delivered", WAIT).await;
+/// A transactional message body.
+fn notice(to: &str, text: &str) -> serde_json::Value {
+    serde_json::json!({ "to": to, "from": "ACME", "text": text, "kind": "transactional" })
+}
 
-    // Another node may not write under the prefix while "a" holds it.
-    let data = tempfile::tempdir().expect("temp dir");
-    let mut config = test_config(h.sim.smpp_addr(), 1, 16, data.path());
-    on_redis(&mut config, &redis, "lease", "b");
-    let refused = Gateway::start(config.clone()).await;
-    let error = refused.err().map(|e| chain(&e)).unwrap_or_default();
-    assert!(error.contains("in use by node a"), "{error}");
+/// POST `body` to `base` + `path` with the test key: (status, body); status
+/// 0 when the node did not answer.
+async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: &serde_json::Value,
+    idempotency_key: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(common::KEY)
+        .json(body);
+    if let Some(k) = idempotency_key {
+        req = req.header("Idempotency-Key", k);
+    }
+    // A node killed mid-request: no answer (status 0), the client retries elsewhere.
+    let Ok(resp) = req.send().await else {
+        return (0, serde_json::Value::Null);
+    };
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or_default())
+}
 
-    // Once "a" stops (and gives the lease up), "b" takes over and serves
-    // what "a" stored: the records are in Redis, not in the node.
-    let common::Harness { sim, gateway, .. } = h;
-    gateway.shutdown().await;
-    let b = Gateway::start(config)
-        .await
-        .expect("b starts after a stopped");
-    let resp = reqwest::Client::new()
-        .get(format!("http://{}/v1/messages/{id}", b.http_addr()))
+/// GET a message from `base`: its JSON (Null when not found).
+async fn get_message(http: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {
+    match http
+        .get(format!("{base}/v1/messages/{id}"))
         .bearer_auth(common::KEY)
         .send()
         .await
-        .expect("GET message");
-    assert_eq!(resp.status(), 200);
-    let body: serde_json::Value = resp.json().await.expect("JSON");
-    assert_eq!(body["status"], "delivered", "{body}");
-    b.shutdown().await;
+    {
+        Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_messages_idempotency_keys_and_opt_outs() {
+    let redis = RedisServer::start().await;
+    let sim = smsgate_loadtest::sim::Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for node in ["a", "b"] {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(sim.smpp_addr(), 1, 16, data.path());
+        on_redis(&mut config, &redis, "shared", node);
+        nodes.push(Gateway::start(config).await.expect("node starts"));
+        dirs.push(data);
+    }
+    let http = reqwest::Client::new();
+    let a = format!("http://{}", nodes[0].http_addr());
+    let b = format!("http://{}", nodes[1].http_addr());
+
+    // A message accepted by a is visible at b (and its receipt, which the
+    // SMSC may hand to either node's bind, settles it).
+    let (status, body) = post(
+        &http,
+        &a,
+        "/v1/messages",
+        &notice("+447400100001", "one"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap_or_default().to_owned();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while get_message(&http, &b, &id).await["status"] != "delivered" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not delivered as seen from b"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // An idempotency key used at a and then at b sends once.
+    let body = notice("+447400100002", "two");
+    let (s1, first) = post(&http, &a, "/v1/messages", &body, Some("key-1")).await;
+    let (s2, second) = post(&http, &b, "/v1/messages", &body, Some("key-1")).await;
+    assert_eq!((s1, s2), (202, 202));
+    assert_eq!(first["id"], second["id"], "the same answer from both nodes");
+
+    // An opt-out taken at a holds at b at once.
+    let resp = http
+        .put(format!("{a}/v1/opt-outs/+447400100003"))
+        .bearer_auth(common::KEY)
+        .send()
+        .await
+        .expect("PUT opt-out");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let (status, refused) = post(
+        &http,
+        &b,
+        "/v1/messages",
+        &notice("+447400100003", "three"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "opted_out", "{refused}");
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sim.submits().iter().filter(|s| s.text == "two").count() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the keyed message was not sent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let texts: Vec<String> = sim.submits().into_iter().map(|s| s.text).collect();
+    assert_eq!(texts.iter().filter(|t| *t == "two").count(), 1, "{texts:?}");
+    assert!(!texts.iter().any(|t| t == "three"));
+    for gw in nodes {
+        gw.shutdown().await;
+    }
     sim.shutdown().await;
 }
 
@@ -265,5 +341,127 @@ async fn a_carrier_tps_limit_holds_in_total_across_two_nodes() {
     for gw in nodes {
         gw.shutdown().await;
     }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_one_node_loses_nothing_the_other_node_finishes_its_work() {
+    use common::process::{GatewayProcess, free_port};
+    use futures::StreamExt;
+
+    const TOTAL: usize = 10_000;
+    const KILL_AFTER: usize = 4_000;
+    let redis = RedisServer::start().await;
+    let sim = smsgate_loadtest::sim::Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator");
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for node in ["a", "b"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("store");
+        let embedded = format!("[store]\npath = \"{}\"\n", data.display());
+        let text = common::config_text(sim.smpp_addr(), 2, 16, &data);
+        assert!(
+            text.contains(&embedded),
+            "run without {}",
+            common::REDIS_ENV
+        );
+        let text = text.replace(
+            &embedded,
+            &format!(
+                "[store]\nbackend = \"redis\"\n\n[store.redis]\nurl = \"{}\"\nprefix = \"crash\"\nnode = \"{node}\"\nlease_ms = 3000\n",
+                redis.url
+            ),
+        );
+        nodes.push(GatewayProcess::start(&text, dir.path(), free_port()).await);
+        dirs.push(dir);
+    }
+    let (a, b) = (nodes[0].base.clone(), nodes[1].base.clone());
+    let http = reqwest::Client::new();
+
+    // Every other message goes to a; once a is gone, the client retries at b.
+    let mut accepted: Vec<(String, String)> = Vec::with_capacity(TOTAL);
+    let mut sends = futures::stream::iter(0..TOTAL)
+        .map(|i| {
+            let (http, a, b) = (http.clone(), a.clone(), b.clone());
+            async move {
+                let text = format!("m{i}");
+                let body = notice(&format!("+4474{:08}", i), &text);
+                let first = if i % 2 == 0 { &a } else { &b };
+                for base in [first, &b] {
+                    let (status, answer) = post(&http, base, "/v1/messages", &body, None).await;
+                    if status == 202 {
+                        return Some((answer["id"].as_str().unwrap_or_default().to_owned(), text));
+                    }
+                }
+                None
+            }
+        })
+        .buffer_unordered(64);
+    let mut killed = false;
+    while let Some(done) = sends.next().await {
+        accepted.extend(done);
+        if !killed && accepted.len() >= KILL_AFTER {
+            nodes[0].kill9();
+            killed = true;
+        }
+    }
+    drop(sends);
+    assert!(killed);
+    assert_eq!(accepted.len(), TOTAL, "b takes what a cannot");
+
+    // b adopts a's work once a's lease runs out; every accepted message ends
+    // in a final status, as b reports it.
+    let mut pending: Vec<String> = accepted.iter().map(|(id, _)| id.clone()).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !pending.is_empty() {
+        let statuses: Vec<serde_json::Value> = futures::stream::iter(&pending)
+            .map(|id| get_message(&http, &b, id))
+            .buffered(32)
+            .collect()
+            .await;
+        let before = pending.len();
+        pending = pending
+            .into_iter()
+            .zip(statuses)
+            .filter(|(_, m)| {
+                !matches!(
+                    m["status"].as_str(),
+                    Some("delivered" | "undeliverable" | "expired" | "failed")
+                )
+            })
+            .map(|(id, _)| id)
+            .collect();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {TOTAL} not final (was {before})",
+            pending.len()
+        );
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let sent: std::collections::HashSet<String> =
+        sim.submits().into_iter().map(|s| s.text).collect();
+    let missing: Vec<&String> = accepted
+        .iter()
+        .map(|(_, text)| text)
+        .filter(|t| !sent.contains(*t))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} accepted messages never reached the SMSC",
+        missing.len()
+    );
+    let log = std::fs::read_to_string(dirs[1].path().join("smsgate.log")).unwrap_or_default();
+    assert!(log.contains("adopted the partition"), "b's log:\n{log}");
+    eprintln!(
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("adopted"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     sim.shutdown().await;
 }

@@ -168,6 +168,8 @@ pub async fn send(
     headers: HeaderMap,
     BatchJson(req): BatchJson<BatchRequest>,
 ) -> Result<Response, ApiError> {
+    // Opt-outs another node took count here at once.
+    state.preferences.sync().await;
     if req.messages.is_empty() || req.messages.len() > MAX_MESSAGES {
         return Err(ApiError::malformed(format!(
             "messages must hold 1 to {MAX_MESSAGES} messages (it holds {}).",

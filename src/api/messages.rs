@@ -174,6 +174,8 @@ pub async fn send(
     headers: HeaderMap,
     ApiJson(req): ApiJson<SendRequest>,
 ) -> Result<Response, ApiError> {
+    // Opt-outs another node took count here at once.
+    state.preferences.sync().await;
     let Some(key) = idempotency::key_from(&headers)? else {
         return accept(&state, &account, req, None).await;
     };

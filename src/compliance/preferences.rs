@@ -39,11 +39,15 @@ pub struct Preferences {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     entries: DashMap<(PreferenceKind, Arc<str>, String), Preference>,
+    /// Where this node is in the store's change log (nodes sharing a store).
+    cursor: tokio::sync::Mutex<Option<String>>,
 }
 
 impl Preferences {
     /// Loads every stored preference.
     pub async fn load(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        // Where the change log ends before the load: later changes replay on top.
+        let (cursor, _) = store.preference_changes(None).await?;
         let entries = DashMap::new();
         for p in store.load_preferences().await? {
             entries.insert((p.kind, Arc::from(p.account.as_str()), p.e164.clone()), p);
@@ -52,7 +56,37 @@ impl Preferences {
             store,
             metrics,
             entries,
+            cursor: tokio::sync::Mutex::new(cursor),
         })
+    }
+
+    /// Takes in the opt-outs and consents other nodes sharing the store
+    /// recorded since the last call (one store read; nothing to do for a
+    /// store this node has alone). Called before admission, so a STOP taken
+    /// by any node holds at every node at once, and periodically for the
+    /// submit guard.
+    pub async fn sync(&self) {
+        if !self.store.shared() {
+            return;
+        }
+        let mut cursor = self.cursor.lock().await;
+        match self.store.preference_changes(cursor.clone()).await {
+            Ok((next, changes)) => {
+                for c in changes {
+                    let key = (c.kind, Arc::from(c.account.as_str()), c.e164);
+                    match c.value {
+                        Some(p) => {
+                            self.entries.insert(key, p);
+                        }
+                        None => {
+                            self.entries.remove(&key);
+                        }
+                    }
+                }
+                *cursor = next;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read other nodes' opt-outs and consents"),
+        }
     }
 
     /// The recipient's preference of this kind with this account.

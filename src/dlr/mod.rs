@@ -46,6 +46,17 @@ use receipt::Receipt;
 
 /// Most deliver_sm handled (and committed) together.
 const BATCH: usize = 256;
+/// How often a node sharing the store looks for receipts other nodes
+/// forwarded to it.
+const FORWARDED_POLL: Duration = Duration::from_millis(20);
+
+/// A receipt one node hands to the node that sent its message.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ForwardedReceipt {
+    carrier: String,
+    receipt: Receipt,
+    received_at: DateTime<Utc>,
+}
 
 /// Capacity of the channel from the carriers to this stage.
 pub const INBOUND_CAPACITY: usize = 4096;
@@ -136,6 +147,8 @@ struct Parked {
     backoff: Duration,
     /// Lookups done.
     attempts: u32,
+    /// The id forms the last lookup tried (for asking which node owns one).
+    tried: Vec<String>,
 }
 
 impl Parked {
@@ -149,6 +162,7 @@ impl Parked {
             next_try: now,
             backoff: RETRY_FIRST,
             attempts: 0,
+            tried: Vec::new(),
         }
     }
 
@@ -182,6 +196,9 @@ struct Stage {
 impl Stage {
     async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>) {
         let mut batch = Vec::with_capacity(BATCH);
+        let shared = self.queue.shares_store();
+        let mut forwarded = tokio::time::interval(FORWARDED_POLL);
+        forwarded.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = self.next_wake();
             tokio::select! {
@@ -191,6 +208,7 @@ impl Stage {
                     }
                 }
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
+                _ = forwarded.tick(), if shared => self.take_forwarded().await,
             }
             self.handle(std::mem::take(&mut batch)).await;
         }
@@ -371,7 +389,64 @@ impl Stage {
         for (carrier, source, rule) in learned {
             self.carrier(&carrier).ids.learn(source, rule);
         }
+        self.forward_elsewhere(receipts).await
+    }
+
+    /// Nodes sharing the store: a receipt for a message another node sent
+    /// (the SMSC delivers receipts on any bind) goes to that node.
+    async fn forward_elsewhere(&mut self, receipts: &mut Vec<Parked>) -> Result<(), StoreError> {
+        if !self.queue.shares_store() {
+            return Ok(());
+        }
+        let mut kept = Vec::with_capacity(receipts.len());
+        for p in receipts.drain(..) {
+            let mut owner = None;
+            for id in &p.tried {
+                owner = self.queue.smsc_owner(&p.carrier, id).await?;
+                if owner.is_some() {
+                    break;
+                }
+            }
+            match owner {
+                Some(node) => {
+                    let record_carrier = p.carrier.clone();
+                    let record = ForwardedReceipt {
+                        carrier: p.carrier.to_string(),
+                        receipt: p.receipt,
+                        received_at: p.received_at,
+                    };
+                    let bytes = serde_json::to_vec(&record)
+                        .map_err(|e| StoreError::Backend(e.to_string()))?;
+                    self.queue.forward_receipt(&node, bytes).await?;
+                    self.metrics
+                        .dlr_forwarded
+                        .with_label_values(&[&record_carrier])
+                        .inc();
+                }
+                None => kept.push(p),
+            }
+        }
+        *receipts = kept;
         Ok(())
+    }
+
+    /// Receipts other nodes forwarded here, parked to be matched at once.
+    async fn take_forwarded(&mut self) {
+        match self.queue.take_forwarded(BATCH).await {
+            Ok(records) => {
+                for bytes in records {
+                    match serde_json::from_slice::<ForwardedReceipt>(&bytes) {
+                        Ok(f) => {
+                            let mut p = Parked::new(Arc::from(f.carrier.as_str()), f.receipt);
+                            p.received_at = f.received_at;
+                            self.parked.push(p);
+                        }
+                        Err(e) => tracing::error!(error = %e, "unreadable forwarded receipt"),
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read forwarded receipts"),
+        }
     }
 
     /// Tries the receipt's ids (the TLV's, then the text's): first the way
@@ -379,6 +454,7 @@ impl Stage {
     /// form the carrier's profile allows. Each string is looked up once.
     async fn find(&mut self, p: &mut Parked) -> Result<Option<Hit>, StoreError> {
         let mut tried = HashSet::new();
+        p.tried.clear();
         for thorough in [false, true] {
             let candidates = {
                 let receipt = &p.receipt;
@@ -404,6 +480,7 @@ impl Stage {
                     continue;
                 }
                 p.attempts += 1;
+                p.tried.push(c.id.clone());
                 if let Some((id, segment)) = self.queue.find_by_smsc_id(&p.carrier, &c.id).await? {
                     return Ok(Some(Hit {
                         id,

@@ -123,7 +123,7 @@ impl ReceiptState {
 }
 
 /// A parsed delivery receipt.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Receipt {
     /// The SMSC's message id, as sent (the submit_sm_resp message_id it refers to): the
     /// receipted_message_id TLV when present, else the text's `id:`.

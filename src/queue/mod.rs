@@ -32,8 +32,8 @@ use ready::{Entry, PageRequest, Placement, ReadySet};
 pub use durable::DurableStore;
 pub use memory::MemoryStore;
 pub use store::{
-    AppliedTransition, IdempotencyRecord, InboundRecord, Preference, PreferenceKind, QueueDepths,
-    ReadyPage, Store, StoreError, WebhookEvent,
+    AppliedTransition, IdempotencyRecord, InboundRecord, Preference, PreferenceChange,
+    PreferenceKind, QueueDepths, ReadyPage, Store, StoreError, WebhookEvent,
 };
 
 /// Longest a waiting bind or the scheduler sleeps without re-checking.
@@ -265,6 +265,30 @@ impl Queue {
         smsc_id: &str,
     ) -> Result<Option<(MessageId, u32)>, StoreError> {
         self.store.find_by_smsc_id(carrier, smsc_id).await
+    }
+
+    /// Whether other gateway nodes share the store.
+    pub fn shares_store(&self) -> bool {
+        self.store.shared()
+    }
+
+    /// The other node that sent the segment with this SMSC id, if any.
+    pub async fn smsc_owner(
+        &self,
+        carrier: &str,
+        smsc_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.store.smsc_owner(carrier, smsc_id).await
+    }
+
+    /// Hands a receipt to the node that sent its message.
+    pub async fn forward_receipt(&self, node: &str, record: Vec<u8>) -> Result<(), StoreError> {
+        self.store.forward_receipt(node, record).await
+    }
+
+    /// Receipts other nodes handed to this one.
+    pub async fn take_forwarded(&self, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.store.take_forwarded(limit).await
     }
 
     /// Waits for the next message `carrier` should send: the highest kind
@@ -507,6 +531,31 @@ impl Queue {
                 _ = &mut changed => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Every `every`, takes over the work of nodes sharing the store whose
+    /// lease ran out (a no-op for a store only this node uses).
+    pub async fn run_adoption(self: Arc<Self>, every: Duration, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = cancel.cancelled() => return,
+            }
+            match self.store.adopt_orphans().await {
+                Ok(adopted) if !adopted.is_empty() => {
+                    {
+                        let mut ready = self.ready();
+                        for (kind, account, count) in adopted {
+                            ready.adopted(kind, &account, count);
+                        }
+                    }
+                    self.schedule_changed.notify_one();
+                    self.wake.notify_waiters();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot adopt the work of stopped nodes"),
             }
         }
     }

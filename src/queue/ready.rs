@@ -65,6 +65,8 @@ struct AccountQueue {
     on_disk: usize,
     cursor: Option<MessageId>,
     loading: bool,
+    /// Read from the start after the page being loaded (adopted messages).
+    rescan: bool,
     appended_while_loading: Vec<MessageId>,
     /// Messages served in the account's current round-robin turn.
     served: u32,
@@ -80,6 +82,7 @@ impl AccountQueue {
             on_disk: 0,
             cursor: None,
             loading: false,
+            rescan: false,
             appended_while_loading: Vec::new(),
             served: 0,
         }
@@ -161,6 +164,18 @@ impl ReadySet {
     /// Messages the store holds that are not in memory (after a restart).
     pub(crate) fn add_on_disk(&mut self, kind: Kind, account: &str, count: usize) {
         self.queue(kind, account).on_disk += count;
+    }
+
+    /// Messages another node left that are now in the store under any id:
+    /// the next page reads the account's queue from its start again.
+    pub(crate) fn adopted(&mut self, kind: Kind, account: &str, count: usize) {
+        let q = self.queue(kind, account);
+        q.on_disk += count;
+        if q.loading {
+            q.rescan = true;
+        } else {
+            q.cursor = None;
+        }
     }
 
     /// A message became ready (accepted, released from the schedule). Goes
@@ -317,8 +332,9 @@ impl ReadySet {
         {
             cursor = first.predecessor();
         }
-        q.cursor = cursor;
-        if exhausted {
+        let rescan = std::mem::take(&mut q.rescan);
+        q.cursor = if rescan { None } else { cursor };
+        if exhausted && !rescan {
             // The read saw the end: only what it could not see is left.
             q.on_disk = unseen.len();
         }

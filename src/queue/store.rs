@@ -112,6 +112,19 @@ pub struct InboundRecord {
     pub received_at: DateTime<Utc>,
 }
 
+/// One opt-out/consent change, as another node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreferenceChange {
+    /// Opt-out or consent.
+    pub kind: PreferenceKind,
+    /// Account id.
+    pub account: String,
+    /// Recipient, E.164.
+    pub e164: String,
+    /// The preference now (`None`: removed).
+    pub value: Option<Preference>,
+}
+
 /// A status webhook waiting in the outbox.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WebhookEvent {
@@ -282,6 +295,50 @@ pub trait Store: Send + Sync + 'static {
         event: &WebhookEvent,
         retry: Option<WebhookEvent>,
     ) -> Result<(), StoreError>;
+
+    /// Takes over the work of nodes sharing the store whose lease ran out
+    /// (crashed or stopped for good): their ready, scheduled and
+    /// receipt-awaiting messages become this node's. Returns the ready
+    /// messages adopted, per kind and account (the scheduler pages them in).
+    async fn adopt_orphans(&self) -> Result<Vec<(Kind, String, usize)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Opt-out/consent changes committed (by any node) after `cursor`, and
+    /// the cursor to pass next time. `None` asks only for where the changes
+    /// end now (call it before [`Store::load_preferences`]).
+    async fn preference_changes(
+        &self,
+        cursor: Option<String>,
+    ) -> Result<(Option<String>, Vec<PreferenceChange>), StoreError> {
+        Ok((cursor, Vec::new()))
+    }
+
+    /// Whether other gateway nodes share this store (then receipts may
+    /// arrive at a node that did not send their message).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The other node that sent the segment with this SMSC id, if another
+    /// node sharing the store did.
+    async fn smsc_owner(
+        &self,
+        _carrier: &str,
+        _smsc_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+
+    /// Hands a receipt (opaque bytes) to `node`.
+    async fn forward_receipt(&self, _node: &str, _record: Vec<u8>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Up to `limit` receipts other nodes handed to this one, oldest first.
+    async fn take_forwarded(&self, _limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(Vec::new())
+    }
 
     /// Flushes everything to disk before the process exits.
     async fn close(&self) -> Result<(), StoreError> {

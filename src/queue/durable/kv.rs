@@ -7,7 +7,7 @@ use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::redis_kv::RedisKv;
+use super::redis_kv::{Adopted, RedisKv};
 use crate::queue::StoreError;
 
 /// The keyspaces (tables) of the store.
@@ -39,10 +39,24 @@ pub(crate) enum Space {
     Outbox = 10,
     /// id ++ rank → due ms (BE): finds a message's pending webhooks.
     OutboxByMessage = 11,
+    /// carrier ++ 0 ++ SMSC id → node name: which node sent a segment still
+    /// awaiting its receipt (written only when nodes share a Redis store).
+    SmscOwner = 12,
 }
 
+/// The spaces a node owns (the rest are shared by every node on Redis).
+pub(crate) const NODE_SPACES: [Space; 7] = [
+    Space::Messages,
+    Space::Tracked,
+    Space::Finished,
+    Space::Ready,
+    Space::Scheduled,
+    Space::Outbox,
+    Space::OutboxByMessage,
+];
+
 /// Keyspace names, indexed by [`Space`].
-pub(crate) const SPACES: [&str; 12] = [
+pub(crate) const SPACES: [&str; 13] = [
     "messages",
     "tracked",
     "finished",
@@ -55,6 +69,7 @@ pub(crate) const SPACES: [&str; 12] = [
     "scheduled",
     "outbox",
     "outbox_by_message",
+    "smsc_owner",
 ];
 
 /// One write of a batch.
@@ -149,6 +164,85 @@ impl Kv {
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         self.keys_between(s, &[], upper, limit)
+    }
+
+    /// A value kept in another node's partition (Redis; `None` for fjall,
+    /// which one node owns alone).
+    pub(crate) fn get_elsewhere(
+        &self,
+        s: Space,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Kv::Fjall(_) => Ok(None),
+            Kv::Redis(r) => r.get_elsewhere(s, key),
+        }
+    }
+
+    /// Nodes whose lease ran out (Redis; none for fjall).
+    pub(crate) fn orphans(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Kv::Fjall(_) => Ok(Vec::new()),
+            Kv::Redis(r) => r.orphans(),
+        }
+    }
+
+    /// Moves another node's partition into this node's (Redis).
+    pub(crate) fn adopt(&self, node: &str) -> Result<Option<Adopted>, StoreError> {
+        match self {
+            Kv::Fjall(_) => Ok(None),
+            Kv::Redis(r) => r.adopt(node),
+        }
+    }
+
+    /// Opt-out/consent changes other nodes committed (Redis; see
+    /// [`RedisKv::preference_changes`]).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn preference_changes(
+        &self,
+        after: Option<&str>,
+    ) -> Result<(Option<String>, Vec<(Vec<u8>, Vec<u8>)>), StoreError> {
+        match self {
+            Kv::Fjall(_) => Ok((None, Vec::new())),
+            Kv::Redis(r) => r.preference_changes(after),
+        }
+    }
+
+    /// Whether other nodes share this database (Redis).
+    pub(crate) fn shared(&self) -> bool {
+        matches!(self, Kv::Redis(_))
+    }
+
+    /// Whether another node sharing the database is running (Redis).
+    pub(crate) fn node_alive(&self, node: &str) -> Result<bool, StoreError> {
+        match self {
+            Kv::Fjall(_) => Ok(false),
+            Kv::Redis(r) => r.alive(node),
+        }
+    }
+
+    /// This node's name (Redis; empty for fjall).
+    pub(crate) fn node(&self) -> &str {
+        match self {
+            Kv::Fjall(_) => "",
+            Kv::Redis(r) => r.node(),
+        }
+    }
+
+    /// Appends a receipt to `node`'s inbox (Redis).
+    pub(crate) fn push_forwarded(&self, node: &str, record: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Kv::Fjall(_) => Ok(()),
+            Kv::Redis(r) => r.push_forwarded(node, record),
+        }
+    }
+
+    /// Takes up to `limit` receipts from this node's inbox (Redis).
+    pub(crate) fn pop_forwarded(&self, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        match self {
+            Kv::Fjall(_) => Ok(Vec::new()),
+            Kv::Redis(r) => r.pop_forwarded(limit),
+        }
     }
 
     /// Bytes the store takes (on disk; Redis: the server's memory).

@@ -28,8 +28,8 @@ use chrono::{DateTime, Utc};
 
 use super::active::ActiveSet;
 use super::store::{
-    AppliedTransition, IdempotencyRecord, InboundRecord, Preference, PreferenceKind, ReadyPage,
-    Released, Store, StoreError, WebhookEvent,
+    AppliedTransition, IdempotencyRecord, InboundRecord, Preference, PreferenceChange,
+    PreferenceKind, ReadyPage, Released, Store, StoreError, WebhookEvent,
 };
 use crate::config::{Durability, StoreBackend, StoreConfig};
 use crate::message::{Applied, Kind, Message, MessageId, Status, Transition};
@@ -94,6 +94,13 @@ fn parse_ready_key(key: &[u8]) -> Option<(Kind, String, MessageId)> {
     let account = std::str::from_utf8(key.get(1..split)?).ok()?.to_owned();
     let id: [u8; 16] = key.get(split + 1..)?.try_into().ok()?;
     Some((kind, account, MessageId::from_bytes(id)))
+}
+
+/// Reads a `scheduled` key back into (due time, id).
+fn parse_time_key(key: &[u8]) -> Option<(DateTime<Utc>, MessageId)> {
+    let ms = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    let at = DateTime::<Utc>::from_timestamp_millis(i64::try_from(ms).ok()?)?;
+    Some((at, trailing_id(key)?))
 }
 
 /// The id at the end of an index key.
@@ -178,11 +185,9 @@ impl DurableStore {
         }
         let mut scheduled = 0usize;
         for key in kv.keys(Space::Scheduled)? {
-            let (Some(ms), Some(id)) = (key.get(..8), trailing_id(&key)) else {
+            let Some((at, id)) = parse_time_key(&key) else {
                 continue;
             };
-            let ms = u64::from_be_bytes(ms.try_into().unwrap_or_default());
-            let at = DateTime::<Utc>::from_timestamp_millis(ms as i64).unwrap_or_default();
             active.schedule(at, id);
             scheduled += 1;
         }
@@ -221,7 +226,7 @@ impl DurableStore {
 
     /// The writes that persist a message's new state (it was `before`),
     /// keeping the ready, schedule and tracked indexes in step.
-    fn persist(m: &Message, before: Option<Status>, writes: &mut Vec<Write>) {
+    fn persist(m: &Message, before: Option<Status>, shared: bool, writes: &mut Vec<Write>) {
         let key = message_key(m.id);
         writes.push(Write::Put(Space::Messages, key.clone(), encode(m)));
         let was = |s: Status| before == Some(s);
@@ -237,6 +242,19 @@ impl DurableStore {
             }
             if m.status != Status::Scheduled && was(Status::Scheduled) {
                 writes.push(Write::Delete(Space::Scheduled, time_key(at, &key)));
+            }
+        }
+        if shared && let Some(carrier) = &m.carrier {
+            // Nodes sharing the store: which node a receipt belongs to.
+            let submitted = m.status == Status::Submitted && !was(Status::Submitted);
+            let settled = m.status.is_final() && before.is_some_and(|b| !b.is_final());
+            for smsc_id in m.segments.iter().filter_map(|s| s.smsc_id.as_deref()) {
+                let key = account_key(carrier, smsc_id);
+                if submitted {
+                    writes.push(Write::Put(Space::SmscOwner, key, Vec::new()));
+                } else if settled {
+                    writes.push(Write::Delete(Space::SmscOwner, key));
+                }
             }
         }
         let accepted = m.segments.iter().any(|s| s.smsc_id.is_some());
@@ -334,7 +352,7 @@ impl Store for DurableStore {
     ) -> Result<(), StoreError> {
         let mut writes = Vec::with_capacity(messages.len() * 2 + 2);
         for m in &messages {
-            Self::persist(m, None, &mut writes);
+            Self::persist(m, None, self.kv.shared(), &mut writes);
         }
         if let Some(r) = &idempotency {
             let key = account_key(&r.account, &r.key);
@@ -369,7 +387,14 @@ impl Store for DurableStore {
             return Ok(Some(m.clone()));
         }
         let bytes = self
-            .read(move |kv| kv.get(Space::Messages, &message_key(id)))
+            .read(move |kv| {
+                let key = message_key(id);
+                match kv.get(Space::Messages, &key)? {
+                    Some(b) => Ok(Some(b)),
+                    // Accepted by another node sharing the store.
+                    None => kv.get_elsewhere(Space::Messages, &key),
+                }
+            })
             .await?;
         bytes
             .map(|b| postcard::from_bytes(&b).map_err(codec))
@@ -463,7 +488,7 @@ impl Store for DurableStore {
                 if let Some((m, applied)) = &result
                     && *applied != Applied::Ignored
                 {
-                    Self::persist(m, before, &mut writes);
+                    Self::persist(m, before, self.kv.shared(), &mut writes);
                 }
                 results.push(result);
             }
@@ -645,6 +670,116 @@ impl Store for DurableStore {
             )),
         }
         committed(self.writer.submit(writes)).await
+    }
+
+    fn shared(&self) -> bool {
+        self.kv.shared()
+    }
+
+    async fn preference_changes(
+        &self,
+        cursor: Option<String>,
+    ) -> Result<(Option<String>, Vec<PreferenceChange>), StoreError> {
+        let (next, raw) = self
+            .read(move |kv| kv.preference_changes(cursor.as_deref()))
+            .await?;
+        let changes = raw
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let kind = match *key.first()? {
+                    0 => PreferenceKind::OptOut,
+                    1 => PreferenceKind::Consent,
+                    _ => return None,
+                };
+                let rest = key.get(1..)?;
+                let split = rest.iter().position(|b| *b == 0)?;
+                let account = String::from_utf8(rest[..split].to_vec()).ok()?;
+                let e164 = String::from_utf8(rest[split + 1..].to_vec()).ok()?;
+                let value = if value.is_empty() {
+                    None
+                } else {
+                    Some(postcard::from_bytes(&value).ok()?)
+                };
+                Some(PreferenceChange {
+                    kind,
+                    account,
+                    e164,
+                    value,
+                })
+            })
+            .collect();
+        Ok((next, changes))
+    }
+
+    async fn smsc_owner(&self, carrier: &str, smsc_id: &str) -> Result<Option<String>, StoreError> {
+        let key = account_key(carrier, smsc_id);
+        let owner = self
+            .read(move |kv| {
+                let owner = kv
+                    .get(Space::SmscOwner, &key)?
+                    .map(|n| String::from_utf8_lossy(&n).into_owned())
+                    .filter(|n| n != kv.node());
+                // A node that stopped gets its receipts from whoever adopts
+                // its work (the receipt waits here, parked, until then).
+                match owner {
+                    Some(n) if kv.node_alive(&n)? => Ok(Some(n)),
+                    _ => Ok(None),
+                }
+            })
+            .await?;
+        Ok(owner)
+    }
+
+    async fn forward_receipt(&self, node: &str, record: Vec<u8>) -> Result<(), StoreError> {
+        let node = node.to_owned();
+        self.read(move |kv| kv.push_forwarded(&node, &record)).await
+    }
+
+    async fn take_forwarded(&self, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read(move |kv| kv.pop_forwarded(limit)).await
+    }
+
+    async fn adopt_orphans(&self) -> Result<Vec<(Kind, String, usize)>, StoreError> {
+        let adopted = self
+            .read(|kv| {
+                let mut all = Vec::new();
+                for node in kv.orphans()? {
+                    if let Some(a) = kv.adopt(&node)? {
+                        tracing::warn!(%node, ready = a.ready.len(), scheduled = a.scheduled.len(), tracked = a.tracked.len(), "adopted the partition of a node whose lease ran out");
+                        all.push(a);
+                    }
+                }
+                Ok(all)
+            })
+            .await?;
+        let mut ready: HashMap<(Kind, String), usize> = HashMap::new();
+        let mut tracked = Vec::new();
+        {
+            let mut active = self.lock();
+            for a in &adopted {
+                for key in &a.ready {
+                    if let Some((kind, account, _)) = parse_ready_key(key) {
+                        *ready.entry((kind, account)).or_default() += 1;
+                    }
+                }
+                for key in &a.scheduled {
+                    if let Some((at, id)) = parse_time_key(key) {
+                        active.schedule(at, id);
+                    }
+                }
+                tracked.extend(a.tracked.iter().filter_map(|k| trailing_id(k)));
+            }
+        }
+        // Messages awaiting receipts: their SMSC ids must match here now.
+        for m in self.load(tracked).await? {
+            let mut active = self.lock();
+            if m.status == Status::Queued {
+                active.index(&m);
+            } else if !m.status.is_final() {
+                active.insert(m);
+            }
+        }
+        Ok(ready.into_iter().map(|((k, a), n)| (k, a, n)).collect())
     }
 
     async fn close(&self) -> Result<(), StoreError> {
