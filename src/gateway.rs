@@ -86,7 +86,16 @@ impl Gateway {
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StartError> {
-        let accounts = Arc::new(Accounts::from_config(&config.accounts)?);
+        // Nodes on Redis share each carrier's TPS and each account's rate.
+        let shared_limits = match config.store.backend {
+            StoreBackend::Redis => Some(SharedLimits::new(&config.store.redis)?),
+            _ => None,
+        };
+        let mut accounts = Accounts::from_config(&config.accounts)?;
+        if let Some(shared) = &shared_limits {
+            accounts.share_limits(shared);
+        }
+        let accounts = Arc::new(accounts);
         let rules = RuleBook::load(&config.compliance.countries)?;
         let preferences = Arc::new(Preferences::load(store.clone(), metrics.clone()).await?);
         let routing = Arc::new(Routing::new(&config.carriers, &config.routes));
@@ -156,11 +165,6 @@ impl Gateway {
             dead_letters.clone(),
             inbound_rx,
         );
-        // Nodes on Redis share each carrier's TPS.
-        let shared_limits = match config.store.backend {
-            StoreBackend::Redis => Some(SharedLimits::new(&config.store.redis)?),
-            _ => None,
-        };
         let carriers = Carriers::start(
             &config.carriers,
             queue.clone(),

@@ -1,6 +1,8 @@
 //! Rate limits that hold across every gateway node sharing one Redis: a
 //! token bucket kept in Redis and updated by a Lua script (atomic, on the
-//! server's clock), from which each node takes tokens a few at a time.
+//! server's clock). A carrier's bucket is taken from a few tokens at a time
+//! (per submit would be a round trip per message); an account's is asked
+//! once per request, so a 429 is exact.
 //!
 //! Why a shared bucket rather than splitting the limit by live node count:
 //! a split needs membership (who is alive, re-splitting when a node dies or
@@ -33,6 +35,30 @@ if grant == 0 then wait = math.ceil((1 - tokens) * 1000 / rate) end
 return {grant, wait}
 ";
 
+/// Refills `KEYS[1]` at `ARGV[1]` tokens/s up to `ARGV[2]`; lets `ARGV[3]`
+/// through when it holds `min(ARGV[3], ARGV[2])` (taking all of them, so a
+/// request larger than the burst leaves the bucket in debt); returns
+/// `{1, 0}` or `{0, ms until it would}`.
+const TAKE_ALL: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rate, burst, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+local need = math.min(want, burst)
+local ok, wait = 0, 0
+if tokens + 1e-9 >= need then
+  tokens = tokens - want
+  ok = 1
+else
+  wait = math.ceil((need - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
+redis.call('PEXPIRE', KEYS[1], 3600000)
+return {ok, wait}
+";
+
 /// Seconds of the rate the shared bucket holds at most (the burst all nodes
 /// together may send after a quiet spell).
 const BURST_S: f64 = 0.05;
@@ -57,6 +83,16 @@ impl SharedLimits {
         })
     }
 
+    /// The bucket of an account's `rate`/`burst` (shared by every node).
+    pub fn account(&self, id: &str, rate: f64, burst: f64) -> SharedAccountBucket {
+        SharedAccountBucket {
+            pool: self.pool.clone(),
+            key: format!("{}:account:{id}", self.prefix),
+            rate: rate.max(f64::MIN_POSITIVE),
+            burst: burst.max(1.0),
+        }
+    }
+
     /// The bucket of a carrier's `tps` (shared by every node that names the
     /// carrier the same way).
     pub fn carrier(&self, name: &str, tps: f64) -> SharedBucket {
@@ -65,6 +101,60 @@ impl SharedLimits {
             format!("{}:tps:{name}", self.prefix),
             tps,
         )
+    }
+}
+
+/// One account's send rate shared by every node: each request asks Redis
+/// (one round trip), as the answer must be exact per request.
+pub struct SharedAccountBucket {
+    pool: Arc<Pool>,
+    key: String,
+    rate: f64,
+    burst: f64,
+}
+
+impl std::fmt::Debug for SharedAccountBucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedAccountBucket")
+            .field("key", &self.key)
+            .field("rate", &self.rate)
+            .field("burst", &self.burst)
+            .finish()
+    }
+}
+
+impl SharedAccountBucket {
+    /// Lets `n` messages through or none: `Err(wait)` when the account's
+    /// shared bucket is short. If Redis cannot be reached, this node's own
+    /// bucket (checked before) is the only limit (logged).
+    pub async fn take_all(&self, n: usize) -> Result<(), Duration> {
+        let (pool, key) = (self.pool.clone(), self.key.clone());
+        let (rate, burst) = (self.rate, self.burst);
+        let answer = tokio::task::spawn_blocking(move || {
+            pool.with(|c| {
+                redis::cmd("EVAL")
+                    .arg(TAKE_ALL)
+                    .arg(1)
+                    .arg(&key)
+                    .arg(rate)
+                    .arg(burst)
+                    .arg(n)
+                    .query::<(u32, u64)>(c)
+            })
+        })
+        .await;
+        match answer {
+            Ok(Ok((1, _))) => Ok(()),
+            Ok(Ok((_, wait_ms))) => Err(Duration::from_millis(wait_ms.max(1))),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, key = %self.key, "shared account limit unavailable; this node's own limit applies");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "shared account limit task failed");
+                Ok(())
+            }
+        }
     }
 }
 

@@ -130,6 +130,9 @@ async fn two_nodes_share_messages_idempotency_keys_and_opt_outs() {
         let data = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(sim.smpp_addr(), 1, 16, data.path());
         on_redis(&mut config, &redis, "shared", node);
+        // "other" may send 3 at once, then one every 10 s: across both nodes.
+        config.accounts[1].limits.messages_per_s = 0.1;
+        config.accounts[1].limits.burst = 3;
         nodes.push(Gateway::start(config).await.expect("node starts"));
         dirs.push(data);
     }
@@ -183,6 +186,21 @@ async fn two_nodes_share_messages_idempotency_keys_and_opt_outs() {
     .await;
     assert_eq!(status, 422, "{refused}");
     assert_eq!(refused["error"]["code"], "opted_out", "{refused}");
+
+    // An account's rate holds across the nodes: 3 at a use up the burst b
+    // would otherwise allow on its own.
+    let mut answers = Vec::new();
+    for (i, base) in [&a, &a, &a, &b].into_iter().enumerate() {
+        let resp = http
+            .post(format!("{base}/v1/messages"))
+            .bearer_auth("other-key")
+            .json(&notice(&format!("+44740010010{i}"), "limited"))
+            .send()
+            .await
+            .expect("POST");
+        answers.push(resp.status().as_u16());
+    }
+    assert_eq!(answers, [202, 202, 202, 429]);
 
     let deadline = tokio::time::Instant::now() + WAIT;
     while sim.submits().iter().filter(|s| s.text == "two").count() == 0 {

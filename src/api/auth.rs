@@ -19,6 +19,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::limits::Limits;
 use crate::config::{AccountConfig, ConfigError};
+use crate::shared_limit::SharedLimits;
 
 /// What the API knows about one account.
 #[derive(Debug)]
@@ -75,6 +76,15 @@ impl Accounts {
             );
         }
         Ok(Self { keys, by_id })
+    }
+
+    /// Holds every account's rate across the nodes sharing `limits`.
+    pub fn share_limits(&mut self, limits: &SharedLimits) {
+        for (id, settings) in &mut self.by_id {
+            if let Some(s) = Arc::get_mut(settings) {
+                s.limits.share(id, limits);
+            }
+        }
     }
 
     /// The account owning `key`, if any.

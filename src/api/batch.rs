@@ -208,6 +208,10 @@ async fn accept(
     let total = req.messages.len();
     let now = Utc::now();
     let mut reserved = settings.limits.check(account, total, Instant::now(), now)?;
+    settings
+        .limits
+        .check_shared(account, total, &mut reserved)
+        .await?;
 
     let mut results = Vec::with_capacity(total);
     let mut admitted: Vec<Admitted> = Vec::with_capacity(total);

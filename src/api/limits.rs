@@ -16,12 +16,15 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::error::ApiError;
 use crate::config::LimitsConfig;
+use crate::shared_limit::{SharedAccountBucket, SharedLimits};
 
 /// One account's limits and their state.
 #[derive(Debug)]
 pub struct Limits {
     bucket: Option<Mutex<Bucket>>,
     quota: Option<Mutex<Quota>>,
+    /// The same rate held across every node sharing a Redis store.
+    shared: Option<SharedAccountBucket>,
 }
 
 /// Messages counted against the daily quota by one request; what was not
@@ -74,7 +77,37 @@ impl Limits {
                 used: 0,
             })
         });
-        Self { bucket, quota }
+        Self {
+            bucket,
+            quota,
+            shared: None,
+        }
+    }
+
+    /// Also holds the rate across every node taking from `limits` (when
+    /// the account has a rate).
+    pub fn share(&mut self, id: &str, limits: &SharedLimits) {
+        if let Some(b) = &self.bucket {
+            let b = b.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared = Some(limits.account(id, b.rate, b.burst));
+        }
+    }
+
+    /// The shared part of [`Limits::check`] (one Redis round trip; nothing
+    /// without a shared bucket): on 429 gives the reservation back.
+    pub async fn check_shared(
+        &self,
+        account: &str,
+        n: usize,
+        reserved: &mut Reserved,
+    ) -> Result<(), ApiError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        shared.take_all(n).await.map_err(|wait| {
+            self.refund(reserved, n as u64);
+            ApiError::rate_limited(account, wait)
+        })
     }
 
     /// Lets `n` messages through or refuses them all: 429 `quota_exceeded`

@@ -232,6 +232,10 @@ async fn accept(
         .ok_or_else(ApiError::unauthorized)?;
     let now = Utc::now();
     let mut reserved = settings.limits.check(account, 1, Instant::now(), now)?;
+    settings
+        .limits
+        .check_shared(account, 1, &mut reserved)
+        .await?;
     let admitted = match admit(state, settings, req, now) {
         Ok(admitted) => admitted,
         Err(e) => {
