@@ -472,6 +472,17 @@ async fn kill_9_of_one_node_loses_nothing_the_other_node_finishes_its_work() {
         "{} accepted messages never reached the SMSC",
         missing.len()
     );
+    // The SMSC handed receipts to either node's binds: b passed a's on to a.
+    let metrics = http
+        .get(format!("{b}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    let forwarded = common::metric_sum(&metrics, "smsgate_dlr_forwarded_total", &[]);
+    assert!(forwarded > 0.0, "no receipt crossed nodes");
     let log = std::fs::read_to_string(dirs[1].path().join("smsgate.log")).unwrap_or_default();
     assert!(log.contains("adopted the partition"), "b's log:\n{log}");
     eprintln!(

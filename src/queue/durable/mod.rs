@@ -124,7 +124,9 @@ impl DurableStore {
     pub fn open(config: &StoreConfig, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         match config.backend {
             StoreBackend::Redis => {
-                let kv = Kv::Redis(redis_kv::RedisKv::open(&config.redis)?);
+                let receipt_wait =
+                    std::time::Duration::from_secs(u64::from(config.dlr_wait_hours) * 3600);
+                let kv = Kv::Redis(redis_kv::RedisKv::open(&config.redis, receipt_wait)?);
                 let at = format!("{} as {}", config.redis.url, config.redis.node);
                 Self::recover(kv, &at, config.durability, config.max_batch, metrics)
             }

@@ -53,7 +53,7 @@ fn layout(s: Space) -> Layout {
         | Space::Idempotency
         | Space::Preferences
         | Space::OutboxByMessage
-        | Space::SmscOwner
+        | Space::SmscOwner // single keys with a TTL: see `owner_key`
         | Space::Tracked => Layout::Hash,
         Space::Finished
         | Space::IdempotencyByTime
@@ -107,6 +107,8 @@ pub(crate) struct RedisKv {
     /// `node/random`: tells this process's lease from an earlier one's.
     holder: String,
     lease_ms: u64,
+    /// How long an SMSC id's owner is remembered (the receipt wait).
+    smsc_ttl_ms: u64,
     replicas: u32,
     lease: Mutex<Option<Lease>>,
     lost_lease: Arc<AtomicBool>,
@@ -115,7 +117,7 @@ pub(crate) struct RedisKv {
 impl RedisKv {
     /// Connects, checks the server answers, takes this node's lease and
     /// registers the node.
-    pub(crate) fn open(config: &RedisConfig) -> Result<Self, StoreError> {
+    pub(crate) fn open(config: &RedisConfig, receipt_wait: Duration) -> Result<Self, StoreError> {
         let client = Client::open(config.url.as_str())
             .map_err(|e| StoreError::Backend(format!("invalid store.redis.url: {e}")))?;
         let pool = Arc::new(Pool::new(client));
@@ -135,6 +137,9 @@ impl RedisKv {
             node: config.node.clone(),
             holder: format!("{}/{:016x}", config.node, rand::random::<u64>()),
             lease_ms: config.lease_ms.max(1000),
+            smsc_ttl_ms: u64::try_from(receipt_wait.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
             replicas: config.replicas,
             lease: Mutex::new(None),
             lost_lease: Arc::new(AtomicBool::new(false)),
@@ -275,6 +280,19 @@ impl RedisKv {
                 _ => {}
             }
             match w {
+                // Which node sent an SMSC id: this one; forgotten after the
+                // receipt wait (or when the message settles).
+                Write::Put(Space::SmscOwner, k, _) => {
+                    pipe.cmd("SET")
+                        .arg(self.owner_key(k))
+                        .arg(&self.node)
+                        .arg("PX")
+                        .arg(self.smsc_ttl_ms)
+                        .ignore();
+                }
+                Write::Delete(Space::SmscOwner, k) => {
+                    pipe.cmd("DEL").arg(self.owner_key(k)).ignore();
+                }
                 Write::Put(s, k, v) => {
                     let l = layout(*s);
                     if l != Layout::Hash {
@@ -285,16 +303,10 @@ impl RedisKv {
                             .ignore();
                     }
                     if l != Layout::Sorted {
-                        // Which node owns an SMSC id: this one.
-                        let v = if *s == Space::SmscOwner {
-                            self.node.as_bytes()
-                        } else {
-                            v.as_slice()
-                        };
                         pipe.cmd("HSET")
                             .arg(self.key(*s))
                             .arg(k.as_slice())
-                            .arg(v)
+                            .arg(v.as_slice())
                             .ignore();
                     }
                 }
@@ -335,6 +347,11 @@ impl RedisKv {
 
     /// Reads one value (`Some(empty)` for a member of an ordered-only space).
     pub(crate) fn get(&self, s: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if s == Space::SmscOwner {
+            return self
+                .pool
+                .with(|c| redis::cmd("GET").arg(self.owner_key(key)).query(c));
+        }
         if layout(s) == Layout::Sorted {
             let score: Option<f64> = self
                 .pool
@@ -678,6 +695,14 @@ impl RedisKv {
         &self.node
     }
 
+    /// The key naming the node that sent an SMSC id (`carrier ++ 0 ++ id`):
+    /// one key each, so each can expire on its own.
+    fn owner_key(&self, key: &[u8]) -> Vec<u8> {
+        let mut k = format!("{}:smsc_owner:", self.tag).into_bytes();
+        k.extend_from_slice(key);
+        k
+    }
+
     fn inbox_key(&self, node: &str) -> String {
         format!("{}:{node}:receipts", self.tag)
     }
@@ -720,29 +745,39 @@ impl RedisKv {
                 break;
             }
         }
-        let owners = self.key(Space::SmscOwner);
+        // Adoption is rare and off the hot path: a SCAN over the owner keys.
+        let pattern = format!("{}:smsc_owner:*", self.tag);
         let mut cursor = 0u64;
         loop {
-            let (next, pairs): (u64, Vec<(Vec<u8>, String)>) = self.pool.with(|c| {
-                redis::cmd("HSCAN")
-                    .arg(&owners)
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.pool.with(|c| {
+                redis::cmd("SCAN")
                     .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
                     .arg("COUNT")
                     .arg(1000)
                     .query(c)
             })?;
-            let mine: Vec<&Vec<u8>> = pairs
-                .iter()
-                .filter(|(_, n)| n == other)
-                .map(|(k, _)| k)
-                .collect();
-            if !mine.is_empty() {
-                let mut cmd = redis::cmd("HSET");
-                cmd.arg(&owners);
-                for k in mine {
-                    cmd.arg(k.as_slice()).arg(&self.node);
+            if !keys.is_empty() {
+                let owners: Vec<Option<String>> = self.pool.with(|c| {
+                    let mut cmd = redis::cmd("MGET");
+                    for k in &keys {
+                        cmd.arg(k.as_slice());
+                    }
+                    cmd.query(c)
+                })?;
+                let mut pipe = redis::pipe();
+                for (k, owner) in keys.iter().zip(owners) {
+                    if owner.as_deref() == Some(other) {
+                        pipe.cmd("SET")
+                            .arg(k.as_slice())
+                            .arg(&self.node)
+                            .arg("XX")
+                            .arg("KEEPTTL")
+                            .ignore();
+                    }
                 }
-                self.pool.with(|c| cmd.query::<()>(c))?;
+                self.pool.with(|c| pipe.query::<()>(c))?;
             }
             cursor = next;
             if cursor == 0 {
