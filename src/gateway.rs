@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Accounts, AppState};
-use crate::carrier::Carriers;
 use crate::carrier::route::Routing;
+use crate::carrier::{Carriers, SessionPolicy};
 use crate::compliance::{Admission, InboundHandler, Preferences, RuleBook, RulesError};
 use crate::config::{Config, ConfigError, StoreBackend, StoreConfig};
 use crate::dlr;
@@ -171,9 +171,11 @@ impl Gateway {
             preferences.clone(),
             inbound_tx,
             metrics.clone(),
-            Duration::from_secs(config.shutdown.grace_s),
-            config.scheduler.max_attempts,
-            shared_limits.as_ref(),
+            SessionPolicy {
+                grace: Duration::from_secs(config.shutdown.grace_s),
+                max_attempts: config.scheduler.max_attempts,
+                shared_limits: shared_limits.as_ref(),
+            },
         );
 
         let state = AppState {

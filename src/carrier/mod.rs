@@ -100,6 +100,16 @@ pub(crate) struct Shared {
     pub max_attempts: u32,
 }
 
+/// How every bind behaves, whatever its carrier.
+pub struct SessionPolicy<'a> {
+    /// How long a stopping bind waits for in-flight submits before unbinding.
+    pub grace: Duration,
+    /// Attempts a message gets for counted transient errors.
+    pub max_attempts: u32,
+    /// Buckets holding each carrier's `tps` across every node (Redis).
+    pub shared_limits: Option<&'a SharedLimits>,
+}
+
 /// The running SMPP sessions of every carrier.
 pub struct Carriers {
     binds_up: Arc<AtomicUsize>,
@@ -116,10 +126,13 @@ impl Carriers {
         guard: Arc<dyn SubmitGuard>,
         inbound: mpsc::Sender<Inbound>,
         metrics: Arc<Metrics>,
-        grace: Duration,
-        max_attempts: u32,
-        shared_limits: Option<&SharedLimits>,
+        policy: SessionPolicy<'_>,
     ) -> Self {
+        let SessionPolicy {
+            grace,
+            max_attempts,
+            shared_limits,
+        } = policy;
         let binds_up = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
         let shared = Shared {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::redis_kv::{Adopted, RedisKv};
+use super::redis_kv::{Adopted, Pairs, RedisKv};
 use crate::queue::StoreError;
 
 /// The keyspaces (tables) of the store.
@@ -197,11 +197,10 @@ impl Kv {
 
     /// Opt-out/consent changes other nodes committed (Redis; see
     /// [`RedisKv::preference_changes`]).
-    #[allow(clippy::type_complexity)]
     pub(crate) fn preference_changes(
         &self,
         after: Option<&str>,
-    ) -> Result<(Option<String>, Vec<(Vec<u8>, Vec<u8>)>), StoreError> {
+    ) -> Result<(Option<String>, Pairs), StoreError> {
         match self {
             Kv::Fjall(_) => Ok((None, Vec::new())),
             Kv::Redis(r) => r.preference_changes(after),

@@ -36,6 +36,9 @@ const PREFERENCE_LOG_LEN: u32 = 100_000;
 /// Keys read per `ZRANGEBYLEX` when a whole index is scanned.
 const SCAN_CHUNK: usize = 10_000;
 
+/// Keys with their values (or log entries' keys and values).
+pub(crate) type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// How a space is laid out in Redis.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Layout {
@@ -569,7 +572,7 @@ impl RedisKv {
             let (from, to) = (self.key_of(other, s), self.key(s));
             let mut cursor = 0u64;
             loop {
-                let (next, pairs): (u64, Vec<(Vec<u8>, Vec<u8>)>) = self.pool.with(|c| {
+                let (next, pairs): (u64, Pairs) = self.pool.with(|c| {
                     redis::cmd("HSCAN")
                         .arg(&from)
                         .arg(cursor)
@@ -635,7 +638,7 @@ impl RedisKv {
     pub(crate) fn preference_changes(
         &self,
         after: Option<&str>,
-    ) -> Result<(Option<String>, Vec<(Vec<u8>, Vec<u8>)>), StoreError> {
+    ) -> Result<(Option<String>, Pairs), StoreError> {
         type Entries = Vec<(String, Vec<(String, Vec<u8>)>)>;
         let log = self.preference_log_key();
         let Some(after) = after else {
