@@ -168,6 +168,15 @@ async fn two_nodes_share_messages_idempotency_keys_and_opt_outs() {
     assert_eq!((s1, s2), (202, 202));
     assert_eq!(first["id"], second["id"], "the same answer from both nodes");
 
+    // The same key at both nodes at the same moment: still one message.
+    let body = notice("+447400100004", "four");
+    let (r1, r2) = tokio::join!(
+        post(&http, &a, "/v1/messages", &body, Some("key-2")),
+        post(&http, &b, "/v1/messages", &body, Some("key-2")),
+    );
+    assert_eq!((r1.0, r2.0), (202, 202), "{r1:?} {r2:?}");
+    assert_eq!(r1.1["id"], r2.1["id"], "one message for one key");
+
     // An opt-out taken at a holds at b at once.
     let resp = http
         .put(format!("{a}/v1/opt-outs/+447400100003"))
@@ -213,6 +222,10 @@ async fn two_nodes_share_messages_idempotency_keys_and_opt_outs() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let texts: Vec<String> = sim.submits().into_iter().map(|s| s.text).collect();
     assert_eq!(texts.iter().filter(|t| *t == "two").count(), 1, "{texts:?}");
+    assert!(
+        texts.iter().filter(|t| *t == "four").count() <= 1,
+        "{texts:?}"
+    );
     assert!(!texts.iter().any(|t| t == "three"));
     for gw in nodes {
         gw.shutdown().await;

@@ -190,7 +190,12 @@ pub async fn send(
     if let Some(first) = messages::remembered(&state, &account, &key).await? {
         return Ok(first);
     }
-    accept(&state, &account, req, Some(key)).await
+    if let Some(first) = messages::claim_across_nodes(&state, &account, &key).await? {
+        return Ok(first);
+    }
+    let answer = accept(&state, &account, req, Some(key.clone())).await;
+    messages::release_across_nodes(&state, &account, &key).await;
+    answer
 }
 
 /// Admits every message, stores the accepted ones in one commit (with the

@@ -190,7 +190,60 @@ pub async fn send(
     if let Some(first) = remembered(&state, &account, &key).await? {
         return Ok(first);
     }
-    accept(&state, &account, req, Some(key)).await
+    if let Some(first) = claim_across_nodes(&state, &account, &key).await? {
+        return Ok(first);
+    }
+    let answer = accept(&state, &account, req, Some(key.clone())).await;
+    release_across_nodes(&state, &account, &key).await;
+    answer
+}
+
+/// How long a node holds an Idempotency-Key it is processing against the
+/// other nodes sharing the store (released as soon as it has answered).
+const CROSS_NODE_CLAIM: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a request waits for another node's request with its key.
+const CROSS_NODE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn claim_name(account: &str, key: &str) -> String {
+    format!("idempotency:{account}\u{0}{key}")
+}
+
+/// Claims the key among every node sharing the store (nothing to do for a
+/// store this node has alone). `Some(first)`: another node's request with
+/// the key finished while this one waited, and this is its answer.
+pub(super) async fn claim_across_nodes(
+    state: &AppState,
+    account: &str,
+    key: &str,
+) -> Result<Option<Response>, ApiError> {
+    let name = claim_name(account, key);
+    let deadline = tokio::time::Instant::now() + CROSS_NODE_WAIT;
+    loop {
+        if state.queue.claim(&name, CROSS_NODE_CLAIM).await? {
+            // The other node may have answered and let go just before.
+            let first = remembered(state, account, key).await?;
+            if first.is_some() {
+                release_across_nodes(state, account, key).await;
+            }
+            return Ok(first);
+        }
+        if let Some(first) = remembered(state, account, key).await? {
+            return Ok(Some(first));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::conflict(
+                "A request with this Idempotency-Key is still being processed.",
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Gives the cross-node claim back (it would expire anyway).
+pub(super) async fn release_across_nodes(state: &AppState, account: &str, key: &str) {
+    if let Err(e) = state.queue.release_claim(&claim_name(account, key)).await {
+        tracing::warn!(error = %e, "cannot release an Idempotency-Key claim; it expires");
+    }
 }
 
 /// The stored first answer for this key, if still remembered.

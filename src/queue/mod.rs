@@ -267,6 +267,17 @@ impl Queue {
         self.store.find_by_smsc_id(carrier, smsc_id).await
     }
 
+    /// Claims `key` among every node sharing the store for `ttl`; `false`
+    /// while another node holds it.
+    pub async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.store.claim(key, ttl).await
+    }
+
+    /// Gives a claim back.
+    pub async fn release_claim(&self, key: &str) -> Result<(), StoreError> {
+        self.store.release_claim(key).await
+    }
+
     /// Whether other gateway nodes share the store.
     pub fn shares_store(&self) -> bool {
         self.store.shared()

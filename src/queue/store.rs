@@ -314,6 +314,18 @@ pub trait Store: Send + Sync + 'static {
         Ok((cursor, Vec::new()))
     }
 
+    /// Claims `key` among every node sharing the store for `ttl` (an
+    /// Idempotency-Key being processed); `false` when another node holds it.
+    /// A store only this node uses has nothing to claim.
+    async fn claim(&self, _key: &str, _ttl: std::time::Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Gives a [`Store::claim`] back.
+    async fn release_claim(&self, _key: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Whether other gateway nodes share this store (then receipts may
     /// arrive at a node that did not send their message).
     fn shared(&self) -> bool {

@@ -212,6 +212,23 @@ impl Kv {
         matches!(self, Kv::Redis(_))
     }
 
+    /// Claims a key among the nodes sharing the database (Redis; always
+    /// granted for fjall, which one node owns).
+    pub(crate) fn claim(&self, key: &str, ttl: std::time::Duration) -> Result<bool, StoreError> {
+        match self {
+            Kv::Fjall(_) => Ok(true),
+            Kv::Redis(r) => r.claim(key, ttl),
+        }
+    }
+
+    /// Gives a claim back.
+    pub(crate) fn release_claim(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Kv::Fjall(_) => Ok(()),
+            Kv::Redis(r) => r.release_claim(key),
+        }
+    }
+
     /// Whether another node sharing the database is running (Redis).
     pub(crate) fn node_alive(&self, node: &str) -> Result<bool, StoreError> {
         match self {

@@ -678,6 +678,22 @@ impl Store for DurableStore {
         self.kv.shared()
     }
 
+    async fn claim(&self, key: &str, ttl: std::time::Duration) -> Result<bool, StoreError> {
+        if !self.kv.shared() {
+            return Ok(true);
+        }
+        let key = key.to_owned();
+        self.read(move |kv| kv.claim(&key, ttl)).await
+    }
+
+    async fn release_claim(&self, key: &str) -> Result<(), StoreError> {
+        if !self.kv.shared() {
+            return Ok(());
+        }
+        let key = key.to_owned();
+        self.read(move |kv| kv.release_claim(&key)).await
+    }
+
     async fn preference_changes(
         &self,
         cursor: Option<String>,

@@ -687,6 +687,37 @@ impl RedisKv {
         Ok((Some(next), changes))
     }
 
+    fn claim_key(&self, key: &str) -> String {
+        format!("{}:claim:{key}", self.tag)
+    }
+
+    /// Claims `key` for `ttl` unless another process holds it.
+    pub(crate) fn claim(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let got: Option<String> = self.pool.with(|c| {
+            redis::cmd("SET")
+                .arg(self.claim_key(key))
+                .arg(&self.holder)
+                .arg("NX")
+                .arg("PX")
+                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+                .query(c)
+        })?;
+        Ok(got.is_some())
+    }
+
+    /// Gives a claim back (if this process still holds it).
+    pub(crate) fn release_claim(&self, key: &str) -> Result<(), StoreError> {
+        const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+        self.pool.with(|c| {
+            redis::cmd("EVAL")
+                .arg(RELEASE)
+                .arg(1)
+                .arg(self.claim_key(key))
+                .arg(&self.holder)
+                .query::<()>(c)
+        })
+    }
+
     /// Whether `node` holds its lease (is running).
     pub(crate) fn alive(&self, node: &str) -> Result<bool, StoreError> {
         self.pool
