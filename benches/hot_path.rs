@@ -8,7 +8,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::sync::Arc;
 
 use smsgate::compliance::preferences::Source;
-use smsgate::compliance::{Admission, Preferences, RuleBook, Submission, parse_recipient};
+use smsgate::compliance::{
+    Admission, Preferences, RuleBook, Submission, parse_recipient, parse_recipient_uncached,
+};
 use smsgate::config::MessagesConfig;
 use smsgate::encoding;
 use smsgate::message::Kind;
@@ -80,8 +82,12 @@ fn hot_path(c: &mut Criterion) {
     });
     let cyrillic: String = "Привет мир! ".chars().cycle().take(210).collect();
 
+    // A repeat recipient (answered from the cache) and a first-time one (libphonenumber).
     c.bench_function("parse_recipient", |b| {
         b.iter(|| parse_recipient(black_box("+447400123456")))
+    });
+    c.bench_function("parse_recipient_uncached", |b| {
+        b.iter(|| parse_recipient_uncached(black_box("+447400123456")))
     });
     c.bench_function("admit_otp", |b| {
         b.iter(|| admission.admit(black_box(submission(otp)), Utc::now()))

@@ -14,6 +14,12 @@
 //! runs); group `request_path_stage` splits the GB OTP into its stages
 //! (`2a_parse_recipient` is the number-parsing part of `2_admit`).
 //!
+//! `parse_recipient` caches its answers per input, and every case here repeats its
+//! recipient, so the `request_path` cases and `2a`/`2_admit` are the repeat-recipient
+//! (cache hit) cost. `2b_parse_recipient_uncached` is libphonenumber alone (what a hit
+//! saves) and `2c_parse_recipient_new_numbers` a stream of first-time numbers (a miss:
+//! libphonenumber plus the cache insert and eviction).
+//!
 //! Run: `cargo bench --bench request_path`
 //! (quicker: `cargo bench --bench request_path -- --warm-up-time 1 --measurement-time 3`)
 
@@ -30,7 +36,9 @@ use tokio_util::codec::Encoder;
 use smsgate::api::messages::SendRequest;
 use smsgate::carrier::pdu;
 use smsgate::compliance::preferences::Source;
-use smsgate::compliance::{Admission, Preferences, RuleBook, Submission, parse_recipient};
+use smsgate::compliance::{
+    Admission, Preferences, RuleBook, Submission, parse_recipient, parse_recipient_uncached,
+};
 use smsgate::config::MessagesConfig;
 use smsgate::message::{Kind, Message};
 use smsgate::queue::{MemoryStore, PreferenceKind};
@@ -172,6 +180,21 @@ fn request_path(c: &mut Criterion) {
     // Admission's first step alone: libphonenumber parse, validity, type, country.
     group.bench_function("2a_parse_recipient", |b| {
         b.iter(|| parse_recipient(black_box(&parsed.to)).expect("valid"))
+    });
+    group.bench_function("2b_parse_recipient_uncached", |b| {
+        b.iter(|| parse_recipient_uncached(black_box(&parsed.to)).expect("valid"))
+    });
+    // 1,000,000 distinct GB mobiles (+44 7400 xxxxxx), ten times the cache's capacity,
+    // taken in turn: every call is a first sight.
+    let fresh: Vec<String> = (0..1_000_000u32)
+        .map(|i| format!("+447400{i:06}"))
+        .collect();
+    let mut next = 0usize;
+    group.bench_function("2c_parse_recipient_new_numbers", |b| {
+        b.iter(|| {
+            next = (next + 1) % fresh.len();
+            parse_recipient(black_box(&fresh[next])).is_ok()
+        })
     });
     group.bench_function("2_admit", |b| {
         b.iter_batched(

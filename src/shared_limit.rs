@@ -128,20 +128,9 @@ impl SharedAccountBucket {
     /// shared bucket is short. If Redis cannot be reached, this node's own
     /// bucket (checked before) is the only limit (logged).
     pub async fn take_all(&self, n: usize) -> Result<(), Duration> {
-        let (pool, key) = (self.pool.clone(), self.key.clone());
-        let (rate, burst) = (self.rate, self.burst);
-        let answer = tokio::task::spawn_blocking(move || {
-            pool.with(|c| {
-                redis::cmd("EVAL")
-                    .arg(TAKE_ALL)
-                    .arg(1)
-                    .arg(&key)
-                    .arg(rate)
-                    .arg(burst)
-                    .arg(n)
-                    .query::<(u32, u64)>(c)
-            })
-        })
+        let answer = eval(
+            &self.pool, TAKE_ALL, &self.key, self.rate, self.burst, n as u64,
+        )
         .await;
         match answer {
             Ok(Ok((1, _))) => Ok(()),
@@ -207,21 +196,8 @@ impl SharedBucket {
             if self.take_cached() {
                 return;
             }
-            let (pool, key) = (self.pool.clone(), self.key.clone());
-            let (rate, burst, want) = (self.rate, self.burst, self.chunk);
-            let answer = tokio::task::spawn_blocking(move || {
-                pool.with(|c| {
-                    redis::cmd("EVAL")
-                        .arg(TAKE)
-                        .arg(1)
-                        .arg(&key)
-                        .arg(rate)
-                        .arg(burst)
-                        .arg(want)
-                        .query::<(u32, u64)>(c)
-                })
-            })
-            .await;
+            let want = u64::from(self.chunk);
+            let answer = eval(&self.pool, TAKE, &self.key, self.rate, self.burst, want).await;
             match answer {
                 Ok(Ok((granted, _))) if granted > 0 => {
                     *self.cached.lock().unwrap_or_else(|p| p.into_inner()) += granted - 1;
@@ -241,4 +217,30 @@ impl SharedBucket {
             }
         }
     }
+}
+
+/// Runs a bucket script (`rate`, `burst`, `want`) on the blocking pool:
+/// `Ok(Ok((granted, wait_ms)))`, or why Redis could not answer.
+async fn eval(
+    pool: &Arc<Pool>,
+    script: &'static str,
+    key: &str,
+    rate: f64,
+    burst: f64,
+    want: u64,
+) -> Result<Result<(u32, u64), crate::queue::StoreError>, tokio::task::JoinError> {
+    let (pool, key) = (pool.clone(), key.to_owned());
+    tokio::task::spawn_blocking(move || {
+        pool.with(|c| {
+            redis::cmd("EVAL")
+                .arg(script)
+                .arg(1)
+                .arg(&key)
+                .arg(rate)
+                .arg(burst)
+                .arg(want)
+                .query::<(u32, u64)>(c)
+        })
+    })
+    .await
 }

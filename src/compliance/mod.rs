@@ -26,7 +26,7 @@ use rules::{CountryRules, QuietAction, SenderType};
 use templates::Templates;
 
 pub use inbound::InboundHandler;
-pub use number::{Recipient, parse_recipient};
+pub use number::{Recipient, parse_recipient, parse_recipient_uncached};
 pub use preferences::Preferences;
 pub use rules::{RuleBook, RulesError};
 

@@ -1,7 +1,16 @@
 //! Recipient numbers: E.164 parsing and country detection with libphonenumber's
 //! metadata (the `phonenumber` crate), never a hand-written pattern.
+//!
+//! libphonenumber costs 7–30 µs per number (a `+44` number is tried against several
+//! regions' patterns), and recipients repeat: OTP retries, transactional customers,
+//! marketing lists. [`parse_recipient`] therefore keeps the answers for the last
+//! [`CACHE_CAPACITY`] inputs (valid and refused alike) in a bounded concurrent cache, so a
+//! repeat costs a hash lookup and two short string copies.
+
+use std::sync::LazyLock;
 
 use phonenumber::{PhoneNumber, Type};
+use quick_cache::sync::Cache;
 
 use super::Refusal;
 
@@ -14,10 +23,43 @@ pub struct Recipient {
     pub country: String,
 }
 
+/// How many distinct inputs [`parse_recipient`] remembers (about 250 bytes each, so
+/// roughly 25 MB when full).
+pub const CACHE_CAPACITY: usize = 100_000;
+
+/// Inputs longer than this are parsed every time and not remembered: E.164 numbers
+/// have at most 15 digits, so anything longer is refused anyway and must not be able to
+/// fill the cache with large keys.
+const CACHE_MAX_KEY_LEN: usize = 24;
+
+/// The remembered answers, keyed by the trimmed input. `quick_cache` is sharded with a
+/// read lock per shard on hits (no global mutex for the tokio workers to queue on) and
+/// evicts with CLOCK-Pro, so a one-off sweep of new numbers does not push out the
+/// recipients that repeat. It is already in the dependency tree (fjall's block cache).
+static CACHE: LazyLock<Cache<String, Result<Recipient, Refusal>>> =
+    LazyLock::new(|| Cache::new(CACHE_CAPACITY));
+
 /// Parses an international number (`+` then digits) and checks that it is a valid
 /// number that can receive SMS (mobile, or fixed-line-or-mobile where a country's
 /// plan cannot tell them apart).
+///
+/// Answers are cached per input (see the module documentation); the result is the same
+/// as [`parse_recipient_uncached`]'s.
 pub fn parse_recipient(to: &str) -> Result<Recipient, Refusal> {
+    let key = to.trim();
+    if key.len() > CACHE_MAX_KEY_LEN {
+        return parse_recipient_uncached(key);
+    }
+    if let Some(hit) = CACHE.get(key) {
+        return hit;
+    }
+    let answer = parse_recipient_uncached(key);
+    CACHE.insert(key.to_owned(), answer.clone());
+    answer
+}
+
+/// [`parse_recipient`] without the cache: always asks libphonenumber.
+pub fn parse_recipient_uncached(to: &str) -> Result<Recipient, Refusal> {
     let to = to.trim();
     if !to.starts_with('+') {
         return Err(Refusal::InvalidNumber(format!(
@@ -112,6 +154,32 @@ mod tests {
                 "{n}"
             );
         }
+    }
+
+    #[test]
+    fn cached_answers_equal_uncached_ones() {
+        let long = format!("+44{}", "7".repeat(40));
+        for n in [
+            "+447400123456",
+            " +447400123456 ",
+            "+33612345678",
+            "+442079460000",
+            "+447700900123",
+            "07400123456",
+            "+",
+            "+abc",
+            "",
+            "+99999999999999999999",
+            long.as_str(),
+        ] {
+            let uncached = parse_recipient_uncached(n);
+            // First call fills the cache (or bypasses it), the second answers from it.
+            assert_eq!(parse_recipient(n), uncached, "{n:?}: first call");
+            assert_eq!(parse_recipient(n), uncached, "{n:?}: second call");
+        }
+        assert!(CACHE.get("+447400123456").is_some(), "valid number cached");
+        assert!(CACHE.get("+abc").is_some(), "refusal cached");
+        assert!(CACHE.get(long.as_str()).is_none(), "long input not cached");
     }
 
     #[test]

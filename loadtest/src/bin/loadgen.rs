@@ -14,6 +14,11 @@ use anyhow::Context;
 use clap::Parser;
 use smsgate_loadtest::loadgen::{self, Config, KindMix, Mode, Overrides, TextMix};
 
+/// mimalloc, as in the gateway: the load kit shares the cores with the gateway it measures,
+/// so the less CPU it spends on malloc/free, the more is left for the gateway.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Load generator for smsgate (or any HTTP SMS API): open or closed loop, per-kind latency
 /// (HTTP, accept → submit_sm at smsc-sim, accept → final status), a table, report.json and
 /// latency.svg.

@@ -13,6 +13,11 @@ use smsgate_loadtest::sim::{
     DelayDist, MessageIdFormat, OutcomeMix, ReceiptParts, SimConfig, Simulator,
 };
 
+/// mimalloc, as in the gateway: the load kit shares the cores with the gateway it measures,
+/// so the less CPU it spends on malloc/free, the more is left for the gateway.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// SMPP 3.4 SMSC simulator for smsgate's load tests.
 #[derive(Debug, Parser)]
 #[command(version, about)]

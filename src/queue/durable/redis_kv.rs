@@ -253,34 +253,23 @@ impl RedisKv {
         let log = self.preference_log_key();
         for w in writes {
             // Other nodes replay opt-out/consent changes from this log.
-            match w {
-                Write::Put(Space::Preferences, k, v) => {
-                    pipe.cmd("XADD")
-                        .arg(&log)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(PREFERENCE_LOG_LEN)
-                        .arg("*")
-                        .arg("k")
-                        .arg(k.as_slice())
-                        .arg("v")
-                        .arg(v.as_slice())
-                        .ignore();
-                }
-                Write::Delete(Space::Preferences, k) => {
-                    pipe.cmd("XADD")
-                        .arg(&log)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(PREFERENCE_LOG_LEN)
-                        .arg("*")
-                        .arg("k")
-                        .arg(k.as_slice())
-                        .arg("v")
-                        .arg(b"".as_slice())
-                        .ignore();
-                }
-                _ => {}
+            let change = match w {
+                Write::Put(Space::Preferences, k, v) => Some((k, v.as_slice())),
+                Write::Delete(Space::Preferences, k) => Some((k, b"".as_slice())),
+                _ => None,
+            };
+            if let Some((k, v)) = change {
+                pipe.cmd("XADD")
+                    .arg(&log)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(PREFERENCE_LOG_LEN)
+                    .arg("*")
+                    .arg("k")
+                    .arg(k.as_slice())
+                    .arg("v")
+                    .arg(v)
+                    .ignore();
             }
             match w {
                 // Which node sent an SMSC id: this one; forgotten after the
