@@ -49,6 +49,9 @@ struct Dispatcher {
     secrets: HashMap<String, String>,
     /// Events being delivered (not to be picked up again meanwhile).
     in_flight: Mutex<HashSet<(MessageId, u8)>>,
+    /// When each recent event was last settled: an outbox read that began
+    /// before that may still hold the old copy, which must not go out again.
+    settled: Mutex<HashMap<(MessageId, u8), std::time::Instant>>,
     per_host: Mutex<HashMap<String, Arc<Semaphore>>>,
     overall: Arc<Semaphore>,
 }
@@ -80,6 +83,7 @@ pub fn spawn(
             .filter_map(|a| Some((a.id.clone(), a.webhook_secret.clone()?)))
             .collect(),
         in_flight: Mutex::default(),
+        settled: Mutex::default(),
         per_host: Mutex::default(),
         config,
     });
@@ -92,10 +96,12 @@ impl Dispatcher {
             let changed = self.queue.webhooks_changed();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            let read_at = std::time::Instant::now();
+            lock(&self.settled).retain(|_, at| read_at.duration_since(*at) < SETTLED_MEMORY);
             match self.queue.webhooks_due(Utc::now(), ROUND).await {
                 Ok(events) => {
                     for event in events {
-                        self.clone().start(event).await;
+                        self.clone().start(event, read_at).await;
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot read the webhook outbox"),
@@ -110,9 +116,17 @@ impl Dispatcher {
 
     /// Starts delivering one due event, unless it is already on its way or
     /// an earlier event of the same message is still pending.
-    async fn start(self: Arc<Self>, event: WebhookEvent) {
+    async fn start(self: Arc<Self>, event: WebhookEvent, read_at: std::time::Instant) {
         let key = (event.message_id, event.rank);
         if !lock(&self.in_flight).insert(key) {
+            return;
+        }
+        // Settled while the read that found it ran: this copy is stale.
+        if lock(&self.settled)
+            .get(&key)
+            .is_some_and(|at| *at >= read_at)
+        {
+            lock(&self.in_flight).remove(&key);
             return;
         }
         if event.rank > 1 {
@@ -127,7 +141,7 @@ impl Dispatcher {
                     later.due = Utc::now()
                         + chrono::Duration::from_std(WAIT_FOR_EARLIER).unwrap_or_default();
                     self.settle(&event, Some(later)).await;
-                    lock(&self.in_flight).remove(&key);
+                    self.done(key);
                     return;
                 }
                 Err(e) => {
@@ -154,7 +168,7 @@ impl Dispatcher {
                 return;
             };
             self.deliver(event).await;
-            lock(&self.in_flight).remove(&key);
+            self.done(key);
             self.queue.webhooks_changed_notify();
         });
     }
@@ -209,6 +223,12 @@ impl Dispatcher {
         }
     }
 
+    /// An event's delivery attempt is over (its outcome is in the outbox).
+    fn done(&self, key: (MessageId, u8)) {
+        lock(&self.settled).insert(key, std::time::Instant::now());
+        lock(&self.in_flight).remove(&key);
+    }
+
     fn backoff(&self, attempts: u32) -> Duration {
         crate::backoff::jittered(
             self.config.retry_base_ms,
@@ -221,6 +241,9 @@ impl Dispatcher {
         self.metrics.webhooks.with_label_values(&[outcome]).inc();
     }
 }
+
+/// How long a settle time is remembered (far longer than an outbox read).
+const SETTLED_MEMORY: Duration = Duration::from_secs(60);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
