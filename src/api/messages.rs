@@ -216,6 +216,9 @@ pub(super) async fn claim_across_nodes(
     account: &str,
     key: &str,
 ) -> Result<Option<Response>, ApiError> {
+    if !state.queue.shares_store() {
+        return Ok(None);
+    }
     let name = claim_name(account, key);
     let deadline = tokio::time::Instant::now() + CROSS_NODE_WAIT;
     loop {
@@ -241,6 +244,9 @@ pub(super) async fn claim_across_nodes(
 
 /// Gives the cross-node claim back (it would expire anyway).
 pub(super) async fn release_across_nodes(state: &AppState, account: &str, key: &str) {
+    if !state.queue.shares_store() {
+        return;
+    }
     if let Err(e) = state.queue.release_claim(&claim_name(account, key)).await {
         tracing::warn!(error = %e, "cannot release an Idempotency-Key claim; it expires");
     }
