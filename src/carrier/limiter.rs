@@ -1,6 +1,15 @@
 //! A carrier's send rate, shared by all its binds: a token bucket at the
-//! configured TPS, cut in half when the SMSC answers 0x58 (throttled) and
-//! regained gradually (AIMD), and paused outright after 0x14 (queue full).
+//! configured TPS, cut when the SMSC answers 0x58 (throttled) and regained
+//! gradually (AIMD), and paused outright after 0x14 (queue full).
+//!
+//! The cut is sized by what the SMSC let through: the rate becomes 90 % of
+//! the submits it accepted over the last second (never more than was being
+//! sent), or half of what was sent when it accepted none. The rate then
+//! climbs back quickly to just under that point and probes above it slowly,
+//! so a carrier held at its SMSC's limit meets a 0x58 every ten seconds or
+//! so and loses a tenth of its rate for a moment, instead of a halving every
+//! few seconds: the sawtooth that made an OTP behind a throttled carrier
+//! wait a hundred milliseconds.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,6 +23,15 @@ const CUT_HOLD_OFF: Duration = Duration::from_millis(250);
 const MIN_RATE: f64 = 1.0;
 /// Regained per second after a cut, as a share of the rate before the cut.
 const RECOVERY_PER_S: f64 = 0.10;
+/// Regained per second while probing just under or over the rate the SMSC
+/// last allowed, as a share of that rate.
+const PROBE_PER_S: f64 = 0.005;
+/// Probing (slow regain) starts at this share of the rate last allowed…
+const PROBE_FROM: f64 = 0.95;
+/// …and ends here: past it the old limit no longer holds, regain fast again.
+const PROBE_UNTIL: f64 = 1.10;
+/// After a 0x58 the rate becomes this share of what the SMSC accepted.
+const CUT_TO: f64 = 0.90;
 /// Tokens the bucket holds at most, in seconds of the current rate.
 const BURST_S: f64 = 0.05;
 
@@ -42,6 +60,10 @@ struct State {
     window_count: u32,
     /// Submits in the last complete second.
     measured: f64,
+    /// Submits the SMSC accepted lately.
+    accepted: Accepted,
+    /// The rate the SMSC allowed when it last said 0x58.
+    allowed: Option<f64>,
 }
 
 impl RateLimiter {
@@ -61,6 +83,8 @@ impl RateLimiter {
                 window_start: now,
                 window_count: 0,
                 measured: 0.0,
+                accepted: Accepted::new(now),
+                allowed: None,
             }),
             shared: None,
         }
@@ -114,7 +138,16 @@ impl RateLimiter {
         }
     }
 
-    /// The SMSC said 0x58: halve the rate (from what was really being sent).
+    /// The SMSC accepted `n` submits: counted for sizing the next cut.
+    pub fn accepted(&self, now: Instant, n: u32) {
+        if n > 0 {
+            self.lock().accepted.add(now, n);
+        }
+    }
+
+    /// The SMSC said 0x58: cut the rate to a little under what it accepted
+    /// lately (never above what was being sent), or halve it when it
+    /// accepted nothing.
     pub fn throttled(&self, now: Instant) {
         let mut s = self.lock();
         if s.last_cut
@@ -122,8 +155,8 @@ impl RateLimiter {
         {
             return;
         }
-        // Halve what is being sent: the rate in force, or when none is, what
-        // was measured over the last second (or so far in this one).
+        // What is being sent: the rate in force, or when none is, what was
+        // measured over the last second (or so far in this one).
         let sending = if s.rate.is_finite() {
             s.rate
         } else if s.measured > 0.0 {
@@ -131,13 +164,20 @@ impl RateLimiter {
         } else {
             f64::from(s.window_count.max(1))
         };
-        s.rate = (sending / 2.0).max(MIN_RATE);
+        match s.accepted.per_second(now) {
+            Some(allowed) => {
+                s.rate = (allowed * CUT_TO).min(sending).max(MIN_RATE);
+                s.allowed = Some(allowed.min(sending));
+            }
+            None => {
+                s.rate = (sending / 2.0).max(MIN_RATE);
+                s.allowed = None;
+            }
+        }
+        // Recovery heads for the ceiling, or without one for twice the rate
+        // sent: reaching that lifts the limit again.
         s.target = if self.ceiling.is_finite() {
             self.ceiling
-        } else if s.target.is_finite() {
-            // Keep heading for where the first cut came from, so repeated
-            // cuts do not ratchet the target down with the rate.
-            s.target.max(s.rate * 2.0)
         } else {
             sending * 2.0
         };
@@ -162,7 +202,9 @@ impl RateLimiter {
 }
 
 impl State {
-    /// Additive increase towards the target since the last refill.
+    /// Additive increase towards the target since the last refill: fast up
+    /// to just under the rate the SMSC last allowed, slowly around it, fast
+    /// above.
     fn recover(&mut self, now: Instant, ceiling: f64) {
         if self.rate >= self.target || self.last_cut.is_none() {
             return;
@@ -170,8 +212,14 @@ impl State {
         let elapsed = now
             .saturating_duration_since(self.last_refill)
             .as_secs_f64();
-        let step = self.target.min(1e9) * RECOVERY_PER_S * elapsed;
-        self.rate = (self.rate + step).min(self.target);
+        let per_s = match self.allowed {
+            Some(at) if (at * PROBE_FROM..at * PROBE_UNTIL).contains(&self.rate) => {
+                at * PROBE_PER_S
+            }
+            Some(at) => at * RECOVERY_PER_S,
+            None => self.target.min(1e9) * RECOVERY_PER_S,
+        };
+        self.rate = (self.rate + per_s * elapsed).min(self.target);
         if self.rate >= self.target && !ceiling.is_finite() {
             // Recovered past where the SMSC objected: lift the limit again.
             self.rate = f64::INFINITY;
@@ -187,6 +235,60 @@ impl State {
             self.window_count = 0;
         }
         self.window_count += 1;
+    }
+}
+
+/// Submits accepted over the last second, in tenths of a second.
+#[derive(Debug)]
+struct Accepted {
+    epoch: Instant,
+    /// The newest bucket, in tenths of a second since `epoch`.
+    newest: u64,
+    buckets: [u32; BUCKETS as usize],
+}
+
+const BUCKETS: u64 = 10;
+const BUCKET: Duration = Duration::from_millis(100);
+
+impl Accepted {
+    fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            newest: 0,
+            buckets: [0; BUCKETS as usize],
+        }
+    }
+
+    /// Moves to `now`'s bucket, emptying the ones skipped.
+    fn advance(&mut self, now: Instant) {
+        let slot =
+            (now.saturating_duration_since(self.epoch).as_millis() / BUCKET.as_millis()) as u64;
+        if slot > self.newest {
+            for i in 1..=(slot - self.newest).min(BUCKETS) {
+                self.buckets[((self.newest + i) % BUCKETS) as usize] = 0;
+            }
+            self.newest = slot;
+        }
+    }
+
+    fn add(&mut self, now: Instant, n: u32) {
+        self.advance(now);
+        let i = (self.newest % BUCKETS) as usize;
+        self.buckets[i] = self.buckets[i].saturating_add(n);
+    }
+
+    /// Accepted per second, over the time since the oldest bucket of the
+    /// last second that has any (so a burst after a quiet spell is not
+    /// spread over a whole second); `None` when none was accepted.
+    fn per_second(&mut self, now: Instant) -> Option<f64> {
+        self.advance(now);
+        let total: u32 = self.buckets.iter().sum();
+        let oldest = (0..BUCKETS.min(self.newest + 1))
+            .rev()
+            .find(|age| self.buckets[((self.newest - age) % BUCKETS) as usize] > 0)?;
+        let start = self.epoch + BUCKET * (self.newest - oldest) as u32;
+        let span = now.saturating_duration_since(start).as_secs_f64().max(0.01);
+        Some(f64::from(total) / span)
     }
 }
 
@@ -246,8 +348,77 @@ mod tests {
         }
         l.throttled(t0 + Duration::from_millis(1010));
         assert!((400.0..=600.0).contains(&l.rate()), "{}", l.rate());
-        granted(&l, t0 + Duration::from_millis(1010), 30);
+        granted(&l, t0 + Duration::from_millis(1010), 40);
         assert!(l.rate().is_infinite(), "the limit lifts after recovery");
+    }
+
+    #[test]
+    fn a_throttle_cuts_to_a_little_under_what_the_smsc_accepted() {
+        let l = RateLimiter::new(1000.0);
+        let t0 = Instant::now();
+        // Nothing accepted yet: halve.
+        l.throttled(t0);
+        assert_eq!(l.rate(), 500.0);
+        // 400 accepted over the next second, then a 0x58: 90 % of 400/s.
+        for ms in (0..1000).step_by(10) {
+            l.accepted(t0 + Duration::from_millis(ms), 4);
+        }
+        l.throttled(t0 + Duration::from_millis(1000));
+        assert!((l.rate() - 360.0).abs() < 10.0, "{}", l.rate());
+        // Accepted more than is being sent now: the cut never raises it.
+        let now = t0 + Duration::from_millis(1300);
+        l.accepted(now, 900);
+        l.throttled(now);
+        assert!(l.rate() <= 360.0, "{}", l.rate());
+    }
+
+    /// Sends as fast as the limiter allows to an SMSC that admits `limit`
+    /// submits per calendar second and answers 0x58 to the rest (as
+    /// smsc-sim's `--throttle-tps` does), from `start` for `seconds`.
+    /// Returns (submits admitted, 0x58 answers) per second.
+    fn against_fixed_window(
+        l: &RateLimiter,
+        start: Instant,
+        seconds: u64,
+        limit: u32,
+    ) -> Vec<(u32, u32)> {
+        let mut per_second = vec![(0, 0); seconds as usize];
+        for tick in 0..seconds * 10_000 {
+            let now = start + Duration::from_micros(tick * 100);
+            let second = (tick / 10_000) as usize;
+            while l.try_acquire(now).is_ok() {
+                let (admitted, throttled) = &mut per_second[second];
+                if *admitted < limit {
+                    *admitted += 1;
+                    l.accepted(now, 1);
+                } else {
+                    *throttled += 1;
+                    l.throttled(now);
+                }
+            }
+        }
+        per_second
+    }
+
+    #[test]
+    fn an_smsc_limit_is_found_and_held_with_rare_gentle_probes() {
+        let l = RateLimiter::new(0.0);
+        let t0 = Instant::now();
+        let seconds = against_fixed_window(&l, t0, 60, 500);
+        let settled = &seconds[10..];
+        let admitted: u32 = settled.iter().map(|s| s.0).sum();
+        let throttled: u32 = settled.iter().map(|s| s.1).sum();
+        let seconds_with_0x58 = settled.iter().filter(|s| s.1 > 0).count();
+        // Held near the limit: ≥ 90 % of what the SMSC allows…
+        assert!(
+            admitted >= 50 * 450,
+            "{admitted} in 50 s at a limit of 500/s"
+        );
+        // …with a 0x58 in few seconds, and few submits each time.
+        assert!(seconds_with_0x58 <= 8, "{seconds:?}");
+        assert!(throttled <= 30, "{throttled} throttled: {seconds:?}");
+        // Never halved once settled: no second sends under half the limit.
+        assert!(settled.iter().all(|s| s.0 >= 400), "{seconds:?}");
     }
 
     #[test]

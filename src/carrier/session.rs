@@ -303,6 +303,11 @@ impl Bind {
             .await;
             tracing::debug!(outcome = ?transitions.last().map(|(_, t)| t), "submit answered");
             let now = Instant::now();
+            let accepted = transitions
+                .iter()
+                .filter(|(_, t)| matches!(t, Transition::SegmentAccepted { .. }))
+                .count();
+            limiter.accepted(now, accepted as u32);
             match verdict.slow_down {
                 Some(SlowDown::Throttled) => {
                     limiter.throttled(now);

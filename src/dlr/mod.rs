@@ -11,8 +11,10 @@
 //!
 //! A receipt can overtake the submit_sm_resp that carries its id (the SMSC
 //! answers on one path and reports on another), or quote an id nobody knows.
-//! Such a receipt is parked and retried against the index, at growing
-//! intervals, for the carrier's `receipt_wait_s`; then it is given up to the
+//! Such a receipt is parked and retried against the index: at once each time
+//! the carriers record SMSC ids (a few times, while it is young; usually the
+//! next commit brings its id), and at growing intervals for the carrier's
+//! `receipt_wait_s`; then it is given up to the
 //! [`DeadLetters`] record and counted in `smsgate_dlr_unmatched_total`.
 //!
 //! [`spawn`] is the stage's public entry.
@@ -63,6 +65,11 @@ pub const INBOUND_CAPACITY: usize = 4096;
 
 /// First retry of a parked receipt; the interval doubles up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(50);
+
+/// A young parked receipt is retried at once when SMSC ids are recorded, at
+/// most this many times (a receipt for an id nobody knows must not cost a
+/// lookup per commit).
+const EARLY_WAKES: u8 = 8;
 
 /// Longest interval between two retries of a parked receipt.
 const RETRY_MAX: Duration = Duration::from_secs(1);
@@ -149,6 +156,8 @@ struct Parked {
     attempts: u32,
     /// The id forms the last lookup tried (for asking which node owns one).
     tried: Vec<String>,
+    /// Retries brought forward because SMSC ids were recorded.
+    early_wakes: u8,
 }
 
 impl Parked {
@@ -163,7 +172,13 @@ impl Parked {
             backoff: RETRY_FIRST,
             attempts: 0,
             tried: Vec::new(),
+            early_wakes: 0,
         }
+    }
+
+    /// Young and not woken early too often yet.
+    fn may_wake_early(&self, now: Instant) -> bool {
+        self.early_wakes < EARLY_WAKES && now.saturating_duration_since(self.since) < RETRY_MAX
     }
 
     fn retry_later(&mut self, now: Instant) {
@@ -199,8 +214,10 @@ impl Stage {
         let shared = self.queue.shares_store();
         let mut forwarded = tokio::time::interval(FORWARDED_POLL);
         forwarded.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let queue = self.queue.clone();
         loop {
             let wake = self.next_wake();
+            let early = self.parked.iter().any(|p| p.may_wake_early(Instant::now()));
             tokio::select! {
                 n = inbound.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
@@ -209,6 +226,7 @@ impl Stage {
                 }
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
                 _ = forwarded.tick(), if shared => self.take_forwarded().await,
+                _ = queue.smsc_ids_recorded(), if early => self.wake_early(Instant::now()),
             }
             self.handle(std::mem::take(&mut batch)).await;
         }
@@ -223,6 +241,16 @@ impl Stage {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// SMSC ids were recorded: young parked receipts are due at once.
+    fn wake_early(&mut self, now: Instant) {
+        for p in &mut self.parked {
+            if p.may_wake_early(now) && p.next_try > now {
+                p.next_try = now;
+                p.early_wakes += 1;
+            }
+        }
     }
 
     fn carrier(&mut self, name: &Arc<str>) -> &mut CarrierState {

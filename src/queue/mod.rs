@@ -71,6 +71,9 @@ pub struct Queue {
     schedule_changed: Notify,
     /// Woken when status webhooks may have been added to the outbox.
     webhooks_changed: Notify,
+    /// Woken (one permit, for the DLR stage) when SMSC ids were recorded: a
+    /// receipt that overtook its submit's commit can be matched now.
+    smsc_ids_recorded: Notify,
 }
 
 impl Queue {
@@ -104,6 +107,7 @@ impl Queue {
             wake: Notify::new(),
             schedule_changed: Notify::new(),
             webhooks_changed: Notify::new(),
+            smsc_ids_recorded: Notify::new(),
         })
     }
 
@@ -223,6 +227,12 @@ impl Queue {
         limit: usize,
     ) -> Result<Vec<InboundRecord>, StoreError> {
         self.store.list_inbound(account, after, limit).await
+    }
+
+    /// Resolves once SMSC ids were recorded since the last call (one waiter:
+    /// the DLR stage retries receipts that came before their ids).
+    pub fn smsc_ids_recorded(&self) -> tokio::sync::futures::Notified<'_> {
+        self.smsc_ids_recorded.notified()
     }
 
     /// Waits until status webhooks may have been added (or a delivery ended).
@@ -398,6 +408,9 @@ impl Queue {
         &self,
         batch: Vec<(MessageId, Transition)>,
     ) -> Result<Vec<AppliedTransition>, StoreError> {
+        let records_ids = batch
+            .iter()
+            .any(|(_, t)| matches!(t, Transition::SegmentAccepted { .. }));
         let kinds: Vec<Option<bool>> = batch
             .iter()
             .map(|(_, t)| match t {
@@ -407,6 +420,9 @@ impl Queue {
             })
             .collect();
         let results = self.store.apply(batch).await?;
+        if records_ids {
+            self.smsc_ids_recorded.notify_one();
+        }
         let mut back = false;
         let mut webhooks = false;
         for (result, retry) in results.iter().zip(kinds) {
