@@ -156,30 +156,26 @@ impl RateLimiter {
             return;
         }
         // What is being sent: the rate in force, or when none is, what was
-        // measured over the last second (or so far in this one).
+        // counted over the last second or so far in this one (a lower bound:
+        // the last second may have been idle).
         let sending = if s.rate.is_finite() {
             s.rate
-        } else if s.measured > 0.0 {
-            s.measured
         } else {
-            f64::from(s.window_count.max(1))
+            s.measured.max(f64::from(s.window_count.max(1)))
         };
-        match s.accepted.per_second(now) {
-            Some(allowed) => {
-                s.rate = (allowed * CUT_TO).min(sending).max(MIN_RATE);
-                s.allowed = Some(allowed.min(sending));
-            }
-            None => {
-                s.rate = (sending / 2.0).max(MIN_RATE);
-                s.allowed = None;
-            }
+        let allowed = s.accepted.per_second(now);
+        s.rate = match allowed {
+            Some(allowed) => (allowed * CUT_TO).min(s.rate),
+            None => sending / 2.0,
         }
+        .max(MIN_RATE);
+        s.allowed = allowed.map(|a| a.min(s.rate / CUT_TO));
         // Recovery heads for the ceiling, or without one for twice the rate
-        // sent: reaching that lifts the limit again.
+        // allowed (or sent): reaching that lifts the limit again.
         s.target = if self.ceiling.is_finite() {
             self.ceiling
         } else {
-            sending * 2.0
+            allowed.unwrap_or(sending) * 2.0
         };
         s.tokens = s.tokens.min(1.0);
         s.last_cut = Some(now);
