@@ -520,6 +520,11 @@ pub struct CarrierConfig {
     /// Most submit_sm in flight (awaiting submit_sm_resp) per bind.
     #[serde(default = "default_window")]
     pub window: u32,
+    /// Most submits per bind answered by the SMSC whose outcome is not yet
+    /// stored (0: four times `window`). A window slot is free again at the
+    /// submit_sm_resp; this bound is what a kill -9 can send twice.
+    #[serde(default)]
+    pub unstored: u32,
     /// Seconds between enquire_link keepalives.
     #[serde(default = "default_enquire_link_s")]
     pub enquire_link_s: u64,
@@ -548,6 +553,17 @@ pub struct CarrierConfig {
     /// The SMSC's dialect: message-id forms, multipart receipts, encoding.
     #[serde(default)]
     pub profile: crate::carrier::profile::CarrierProfile,
+}
+
+impl CarrierConfig {
+    /// Submits per bind whose outcome may wait for the store (see `unstored`).
+    pub fn unstored_limit(&self) -> u32 {
+        if self.unstored == 0 {
+            self.window.saturating_mul(4)
+        } else {
+            self.unstored.max(self.window)
+        }
+    }
 }
 
 fn default_queue_full_pause_ms() -> u64 {

@@ -199,12 +199,17 @@ impl Bind {
     /// running when `done` fires.
     async fn dispatch(&self, client: &SmppClient, done: &CancellationToken) -> JoinSet<()> {
         let window = Arc::new(Semaphore::new(self.config.window as usize));
+        let unstored = Arc::new(Semaphore::new(self.config.unstored_limit() as usize));
         let mut inflight = JoinSet::new();
         loop {
             while inflight.try_join_next().is_some() {}
-            // A slot and a token before taking, so the highest-priority
-            // message at the moment of sending is the one sent.
-            let Some(mut permits) = acquire(&window, 1, done).await else {
+            // Room for an outcome to store, a window slot and a token before
+            // taking, so the highest-priority message at the moment of
+            // sending is the one sent.
+            let Some(mut stored) = acquire(&unstored, 1, done).await else {
+                break;
+            };
+            let Some(mut slots) = acquire(&window, 1, done).await else {
                 break;
             };
             tokio::select! {
@@ -222,12 +227,20 @@ impl Bind {
                 }
                 continue;
             }
-            // One window slot and one token per segment (slots capped at the window).
+            // One window slot, one outcome and one token per segment (capped
+            // at the window).
             let segments = message.pending_segments().count().max(1) as u32;
             let need = segments.min(self.config.window);
             if need > 1 {
-                match acquire(&window, need - 1, done).await {
-                    Some(extra) => permits.merge(extra),
+                let extra = match acquire(&unstored, need - 1, done).await {
+                    Some(more) => acquire(&window, need - 1, done).await.map(|s| (more, s)),
+                    None => None,
+                };
+                match extra {
+                    Some((more, s)) => {
+                        stored.merge(more);
+                        slots.merge(s);
+                    }
                     None => {
                         self.requeue(&message).await;
                         break;
@@ -239,7 +252,7 @@ impl Bind {
             }
             spawn_in_take_order(
                 &mut inflight,
-                self.submit_task(client.clone(), message, permits),
+                self.submit_task(client.clone(), message, Permits { slots, stored }),
             )
             .await;
         }
@@ -261,7 +274,7 @@ impl Bind {
         &self,
         client: SmppClient,
         message: Message,
-        permits: OwnedSemaphorePermit,
+        permits: Permits,
     ) -> impl Future<Output = ()> + Send + 'static {
         let carrier = self.carrier.clone();
         let label = self.label.clone();
@@ -282,7 +295,11 @@ impl Bind {
             bind = %label,
         );
         let task = async move {
-            let slots = permits.num_permits() as i64;
+            let Permits {
+                slots: window_slots,
+                stored,
+            } = permits;
+            let slots = window_slots.num_permits() as i64;
             let gauge = metrics
                 .inflight
                 .with_label_values(&[&*carrier, label.as_str()]);
@@ -301,6 +318,10 @@ impl Bind {
                 &metrics,
             )
             .await;
+            // Answered: the window slots are free for the next submits, while
+            // the outcome below waits for the store.
+            gauge.sub(slots);
+            drop(window_slots);
             tracing::debug!(outcome = ?transitions.last().map(|(_, t)| t), "submit answered");
             let now = Instant::now();
             let accepted = transitions
@@ -337,22 +358,29 @@ impl Bind {
                 metrics.route_failures.with_label_values(&[&*carrier]).inc();
                 tracing::warn!(%carrier, failover_s = config.errors.failover_s, "route failure: the carrier steps aside");
             }
-            // Keep the window slots until the outcome is stored: after a crash at
-            // most `window` accepted-but-unrecorded submits can be sent twice.
+            // Hold the outcome slot until the outcome is stored: after a crash
+            // at most `unstored` accepted-but-unrecorded submits per bind can
+            // be sent twice.
             if let Err(e) = queue.apply(transitions).await {
                 tracing::error!(error = %e, id = %message.id, "cannot record submit outcome");
             }
             if verdict.route_failure {
                 queue.wake();
             }
-            gauge.sub(slots);
-            drop(permits);
+            drop(stored);
         };
         tracing::Instrument::instrument(task, span)
     }
 }
 
-/// Waits for `n` window slots, or `None` once `done` fires.
+/// What a submit holds: window slots until the SMSC answers, outcome slots
+/// until the answer is stored.
+struct Permits {
+    slots: OwnedSemaphorePermit,
+    stored: OwnedSemaphorePermit,
+}
+
+/// Waits for `n` permits of `window`, or `None` once `done` fires.
 /// Spawns a submit after polling it once here, so its submit_sm reaches the
 /// connection before the next message is taken: PDUs leave in the order the
 /// scheduler chose (the runtime may run freshly spawned tasks in any order,

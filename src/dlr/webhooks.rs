@@ -161,20 +161,26 @@ impl Dispatcher {
             .clone();
         let overall = self.overall.clone();
         tokio::spawn(async move {
-            let (Ok(_host), Ok(_all)) = (
+            let (Ok(host), Ok(all)) = (
                 host_slots.acquire_owned().await,
                 overall.acquire_owned().await,
             ) else {
                 return;
             };
-            self.deliver(event).await;
+            let outcome = self.post(&event).await;
+            // The receiver has answered: its slot is free while the outcome
+            // waits for the store's commit (a synced write would otherwise
+            // bound each slot to one event per fsync).
+            drop((host, all));
+            self.record(event, outcome).await;
             self.done(key);
             self.queue.webhooks_changed_notify();
         });
     }
 
     /// One POST, then the outbox records the outcome.
-    async fn deliver(&self, event: WebhookEvent) {
+    /// Posts one event; `Err` says why it did not arrive.
+    async fn post(&self, event: &WebhookEvent) -> Result<(), String> {
         let mut request = self
             .client
             .post(&event.url)
@@ -187,11 +193,15 @@ impl Dispatcher {
         if let Some(secret) = self.secrets.get(&event.account) {
             request = request.header("X-Smsgate-Signature", signature(secret, &event.body));
         }
-        let outcome = match request.send().await {
+        match request.send().await {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
             Err(e) => Err(e.to_string()),
-        };
+        }
+    }
+
+    /// Settles a posted event in the outbox, or schedules its next attempt.
+    async fn record(&self, event: WebhookEvent, outcome: Result<(), String>) {
         match outcome {
             Ok(()) => {
                 self.count("delivered");
