@@ -18,7 +18,8 @@
 //! recipient, so the `request_path` cases and `2a`/`2_admit` are the repeat-recipient
 //! (cache hit) cost. `2b_parse_recipient_uncached` is libphonenumber alone (what a hit
 //! saves) and `2c_parse_recipient_new_numbers` a stream of first-time numbers (a miss:
-//! libphonenumber plus the cache insert and eviction).
+//! libphonenumber plus the cache insert and eviction); `2d_parse_recipient_uncached_mix`
+//! is libphonenumber over one mobile of each shipped country in turn.
 //!
 //! Run: `cargo bench --bench request_path`
 //! (quicker: `cargo bench --bench request_path -- --warm-up-time 1 --measurement-time 3`)
@@ -183,6 +184,29 @@ fn request_path(c: &mut Criterion) {
     });
     group.bench_function("2b_parse_recipient_uncached", |b| {
         b.iter(|| parse_recipient_uncached(black_box(&parsed.to)).expect("valid"))
+    });
+    // libphonenumber alone over one valid mobile of each shipped country in turn
+    // (+1 and +44 are shared by several regions: the dearest to place).
+    let mix = [
+        "+12025550143",
+        "+14165551234",
+        "+447400123456",
+        "+33612345678",
+        "+4915123456789",
+        "+919876543210",
+        "+8613800138000",
+        "+971501234567",
+        "+966501234567",
+        "+6591234567",
+        "+61412345678",
+        "+5511912345678",
+    ];
+    let mut turn = 0usize;
+    group.bench_function("2d_parse_recipient_uncached_mix", |b| {
+        b.iter(|| {
+            turn = (turn + 1) % mix.len();
+            parse_recipient_uncached(black_box(mix[turn])).expect("valid")
+        })
     });
     // 1,000,000 distinct GB mobiles (+44 7400 xxxxxx), ten times the cache's capacity,
     // taken in turn: every call is a first sight.

@@ -299,7 +299,7 @@ impl Metrics {
                 let g = GaugeVec::new(
                     Opts::new(
                         "smsgate_carrier_rate_limit",
-                        "A carrier's send rate in force after throttling (submits/s; -1 when unlimited).",
+                        "A carrier's send rate in force (submits/s; -1 when unlimited), updated at each cut and every second.",
                     ),
                     &["carrier"],
                 )

@@ -154,6 +154,14 @@ impl Carriers {
                 limiter = limiter.with_shared(shared.carrier(&config.name, config.tps));
             }
             let limiter = Arc::new(limiter);
+            tasks.spawn(sample_rate(
+                limiter.clone(),
+                shared
+                    .metrics
+                    .carrier_rate
+                    .with_label_values(&[&config.name]),
+                stop.clone(),
+            ));
             for index in 0..config.binds {
                 let bind =
                     session::Bind::new(config.clone(), id, index, limiter.clone(), shared.clone());
@@ -182,5 +190,24 @@ impl Carriers {
     pub async fn shutdown(mut self) {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Keeps a carrier's `smsgate_carrier_rate_limit` gauge on the rate in force
+/// (it moves between cuts too, as the rate is regained) until `stop`.
+async fn sample_rate(
+    limiter: Arc<limiter::RateLimiter>,
+    gauge: prometheus::Gauge,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let rate = limiter.rate();
+                gauge.set(if rate.is_finite() { rate } else { -1.0 });
+            }
+            _ = stop.cancelled() => break,
+        }
     }
 }
