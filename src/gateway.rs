@@ -97,6 +97,14 @@ impl Gateway {
         }
         let accounts = Arc::new(accounts);
         let rules = RuleBook::load(&config.compliance.countries)?;
+        // Compile the recipient patterns of the configured countries off the
+        // runtime, so their first messages do not wait for it.
+        let countries: Vec<String> = rules.countries().map(str::to_owned).collect();
+        tokio::task::spawn_blocking(move || {
+            let warmed =
+                crate::compliance::number::warm_patterns(countries.iter().map(String::as_str));
+            tracing::debug!(countries = warmed, "number patterns compiled");
+        });
         let preferences = Arc::new(Preferences::load(store.clone(), metrics.clone()).await?);
         let routing = Arc::new(Routing::new(&config.carriers, &config.routes));
         let weights = config
