@@ -380,7 +380,6 @@ struct Permits {
     stored: OwnedSemaphorePermit,
 }
 
-/// Waits for `n` permits of `window`, or `None` once `done` fires.
 /// Spawns a submit after polling it once here, so its submit_sm reaches the
 /// connection before the next message is taken: PDUs leave in the order the
 /// scheduler chose (the runtime may run freshly spawned tasks in any order,
@@ -396,6 +395,7 @@ async fn spawn_in_take_order(
     }
 }
 
+/// Waits for `n` permits of `window`, or `None` once `done` fires.
 async fn acquire(
     window: &Arc<Semaphore>,
     n: u32,

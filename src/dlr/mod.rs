@@ -217,7 +217,8 @@ impl Stage {
         let queue = self.queue.clone();
         loop {
             let wake = self.next_wake();
-            let early = self.parked.iter().any(|p| p.may_wake_early(Instant::now()));
+            let now = Instant::now();
+            let early = self.parked.iter().any(|p| p.may_wake_early(now));
             tokio::select! {
                 n = inbound.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
