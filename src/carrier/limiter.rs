@@ -55,13 +55,10 @@ struct State {
     last_refill: Instant,
     last_cut: Option<Instant>,
     paused_until: Option<Instant>,
-    /// Submits counted in the current one-second window, and its start.
-    window_start: Instant,
-    window_count: u32,
-    /// Submits in the last complete second.
-    measured: f64,
+    /// Send tokens granted lately (submits attempted).
+    sent: RecentCount,
     /// Submits the SMSC accepted lately.
-    accepted: Accepted,
+    accepted: RecentCount,
     /// The rate the SMSC allowed when it last said 0x58.
     allowed: Option<f64>,
 }
@@ -80,10 +77,8 @@ impl RateLimiter {
                 last_refill: now,
                 last_cut: None,
                 paused_until: None,
-                window_start: now,
-                window_count: 0,
-                measured: 0.0,
-                accepted: Accepted::new(now),
+                sent: RecentCount::new(now),
+                accepted: RecentCount::new(now),
                 allowed: None,
             }),
             shared: None,
@@ -121,7 +116,7 @@ impl RateLimiter {
             }
             s.tokens -= 1.0;
         }
-        s.count(now);
+        s.sent.add(now, 1);
         Ok(())
     }
 
@@ -155,13 +150,13 @@ impl RateLimiter {
         {
             return;
         }
-        // What is being sent: the rate in force, or when none is, what was
-        // counted over the last second or so far in this one (a lower bound:
-        // the last second may have been idle).
+        // What is being sent: the rate in force, or when none is, the tokens
+        // granted per second lately (over the time since sending resumed, so
+        // an idle spell before does not dilute it).
         let sending = if s.rate.is_finite() {
             s.rate
         } else {
-            s.measured.max(f64::from(s.window_count.max(1)))
+            s.sent.per_second(now).unwrap_or(1.0)
         };
         let allowed = s.accepted.per_second(now);
         s.rate = match allowed {
@@ -222,21 +217,11 @@ impl State {
             self.target = f64::INFINITY;
         }
     }
-
-    fn count(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.window_start);
-        if elapsed >= Duration::from_secs(1) {
-            self.measured = f64::from(self.window_count) / elapsed.as_secs_f64();
-            self.window_start = now;
-            self.window_count = 0;
-        }
-        self.window_count += 1;
-    }
 }
 
-/// Submits accepted over the last second, in tenths of a second.
+/// Events (submits sent or accepted) over the last second, in tenths of a second.
 #[derive(Debug)]
-struct Accepted {
+struct RecentCount {
     epoch: Instant,
     /// The newest bucket, in tenths of a second since `epoch`.
     newest: u64,
@@ -246,7 +231,7 @@ struct Accepted {
 const BUCKETS: u64 = 10;
 const BUCKET: Duration = Duration::from_millis(100);
 
-impl Accepted {
+impl RecentCount {
     fn new(epoch: Instant) -> Self {
         Self {
             epoch,
@@ -273,9 +258,9 @@ impl Accepted {
         self.buckets[i] = self.buckets[i].saturating_add(n);
     }
 
-    /// Accepted per second, over the time since the oldest bucket of the
+    /// Events per second, over the time since the oldest bucket of the
     /// last second that has any (so a burst after a quiet spell is not
-    /// spread over a whole second); `None` when none was accepted.
+    /// spread over a whole second); `None` when there were none.
     fn per_second(&mut self, now: Instant) -> Option<f64> {
         self.advance(now);
         let total: u32 = self.buckets.iter().sum();
