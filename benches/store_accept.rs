@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use smsgate::config::Durability;
+use smsgate::config::{Durability, StoreConfig};
 use smsgate::encoding::Encoding;
 use smsgate::message::{Kind, Message, NewMessage};
 use smsgate::metrics::Metrics;
-use smsgate::queue::{DurableStore, Store};
+use smsgate::queue::{DurableStore, GroupCommit, Store};
 
 fn message(n: usize) -> Message {
     let now = Utc::now();
@@ -82,7 +82,7 @@ fn store_accept(c: &mut Criterion) {
                         DurableStore::open_at(
                             dir.path(),
                             durability,
-                            4096,
+                            GroupCommit::from_config(&StoreConfig::default()),
                             Arc::new(Metrics::new()),
                         )
                         .expect("open"),
@@ -101,8 +101,13 @@ fn store_accept(c: &mut Criterion) {
     // Disk use per stored (accepted, not yet finished) message.
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(
-        DurableStore::open_at(dir.path(), Durability::Os, 4096, Arc::new(Metrics::new()))
-            .expect("open"),
+        DurableStore::open_at(
+            dir.path(),
+            Durability::Os,
+            GroupCommit::from_config(&StoreConfig::default()),
+            Arc::new(Metrics::new()),
+        )
+        .expect("open"),
     );
     let n = 100_000;
     rt.block_on(accept(store.clone(), 64, n));

@@ -29,7 +29,7 @@ use crate::message::{Applied, Kind, Message, MessageId, Status, Transition};
 use crate::metrics::Metrics;
 use ready::{Entry, PageRequest, Placement, ReadySet};
 
-pub use durable::DurableStore;
+pub use durable::{DurableStore, GroupCommit};
 pub use memory::MemoryStore;
 pub use store::{
     AppliedTransition, IdempotencyRecord, InboundRecord, Preference, PreferenceChange,

@@ -35,6 +35,7 @@ use crate::config::{Durability, StoreBackend, StoreConfig};
 use crate::message::{Applied, Kind, Message, MessageId, Status, Transition};
 use crate::metrics::Metrics;
 use kv::{FjallKv, Kv, Space, Write};
+pub use writer::GroupCommit;
 use writer::{Writer, committed};
 
 /// Records removed per compaction batch (keeps each commit short).
@@ -128,9 +129,15 @@ impl DurableStore {
                     std::time::Duration::from_secs(u64::from(config.dlr_wait_hours) * 3600);
                 let kv = Kv::Redis(redis_kv::RedisKv::open(&config.redis, receipt_wait)?);
                 let at = format!("{} as {}", config.redis.url, config.redis.node);
-                Self::recover(kv, &at, config.durability, config.max_batch, metrics)
+                let group = GroupCommit::from_config(config);
+                Self::recover(kv, &at, config.durability, group, metrics)
             }
-            _ => Self::open_at(&config.path, config.durability, config.max_batch, metrics),
+            _ => Self::open_at(
+                &config.path,
+                config.durability,
+                GroupCommit::from_config(config),
+                metrics,
+            ),
         }
     }
 
@@ -138,19 +145,13 @@ impl DurableStore {
     pub fn open_at(
         path: &Path,
         durability: Durability,
-        max_batch: usize,
+        group: GroupCommit,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(path)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", path.display())))?;
         let kv = Kv::Fjall(FjallKv::open(path)?);
-        Self::recover(
-            kv,
-            &path.display().to_string(),
-            durability,
-            max_batch,
-            metrics,
-        )
+        Self::recover(kv, &path.display().to_string(), durability, group, metrics)
     }
 
     /// Rebuilds the in-memory working set from what `kv` holds and starts
@@ -159,7 +160,7 @@ impl DurableStore {
         kv: Kv,
         at: &str,
         durability: Durability,
-        max_batch: usize,
+        group: GroupCommit,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let kv = Arc::new(kv);
@@ -198,7 +199,7 @@ impl DurableStore {
         let writer = Arc::new(Writer::start(
             kv.clone(),
             durability == Durability::Fsync,
-            max_batch,
+            group,
             metrics.clone(),
         ));
         metrics.store_disk_bytes.set(kv.disk_space() as i64);
@@ -823,7 +824,11 @@ mod tests {
     }
 
     fn open(dir: &Path) -> DurableStore {
-        DurableStore::open_at(dir, Durability::Fsync, 1024, Arc::new(Metrics::new()))
+        let group = GroupCommit {
+            max_batch: 1024,
+            min_interval: std::time::Duration::ZERO,
+        };
+        DurableStore::open_at(dir, Durability::Fsync, group, Arc::new(Metrics::new()))
             .expect("store opens")
     }
 
