@@ -108,44 +108,89 @@ pub fn parse_recipient_uncached(to: &str) -> Result<Recipient, Refusal> {
     }
     let number: PhoneNumber = phonenumber::parse(None, to)
         .map_err(|_| Refusal::InvalidNumber(format!("'{}' is not a phone number.", shorten(to))))?;
-    // One region lookup and one type match: `is_valid` is "the type is known" for the
-    // same region and digits, except that it keeps a national number's leading zeros
-    // (Italy, Côte d'Ivoire…), so only such numbers are checked separately.
-    let kind = number.number_type(&phonenumber::metadata::DATABASE);
-    let valid = if number.national().zeros() > 0 {
-        number.is_valid()
+    // One region lookup and one type match: valid means "the type is known".
+    let (kind, country) = if number.national().zeros() > 0 {
+        type_keeping_leading_zeros(&number)
     } else {
-        kind != Type::Unknown
+        let kind = number.number_type(&phonenumber::metadata::DATABASE);
+        (kind, number.country().id().map(|id| id.as_ref().to_owned()))
     };
-    if !valid {
+    if kind == Type::Unknown {
         return Err(Refusal::InvalidNumber(format!(
             "'{}' is not a valid number in its country's numbering plan.",
             shorten(to)
         )));
     }
-    match kind {
-        Type::Mobile | Type::FixedLineOrMobile => {}
-        other => {
-            return Err(Refusal::InvalidNumber(format!(
-                "'{}' is a {other:?} number, which cannot receive SMS.",
-                shorten(to)
-            )));
-        }
+    if !matches!(kind, Type::Mobile | Type::FixedLineOrMobile) {
+        return Err(Refusal::InvalidNumber(format!(
+            "'{}' is a {kind:?} number, which cannot receive SMS.",
+            shorten(to)
+        )));
     }
-    let country = number
-        .country()
-        .id()
-        .map(|id| id.as_ref().to_owned())
-        .ok_or_else(|| {
-            Refusal::UnsupportedCountry(format!(
-                "The country of '{}' could not be determined.",
-                shorten(to)
-            ))
-        })?;
-    let e164 = phonenumber::format(&number)
-        .mode(phonenumber::Mode::E164)
-        .to_string();
+    let country = country.ok_or_else(|| {
+        Refusal::UnsupportedCountry(format!(
+            "The country of '{}' could not be determined.",
+            shorten(to)
+        ))
+    })?;
+    // What `phonenumber::format(..).mode(E164)` writes, without the national
+    // format lookup (a pattern search per number) that its Display does first
+    // for every mode: `NationalNumber`'s Display keeps leading zeros.
+    let e164 = format!("+{}{}", number.code().value(), number.national());
     Ok(Recipient { e164, country })
+}
+
+/// The type and region of a number whose national part starts with zeros (Italy,
+/// Côte d'Ivoire…).
+///
+/// phonenumber 0.3.10 drops those zeros when it picks the region and matches the type
+/// (`PhoneNumber::metadata`, `number_type`, `country().id()`), so it answers `Unknown`
+/// and no country for every such number, while `is_valid` keeps them. This asks the
+/// same descriptors, in the crate's order, of each region of the country code with the
+/// zeros kept; the first region where the number has a type is its region.
+fn type_keeping_leading_zeros(number: &PhoneNumber) -> (Type, Option<String>) {
+    let database = &*phonenumber::metadata::DATABASE;
+    let national = number.national().to_string();
+    let regions = database.region(&number.code().value()).unwrap_or_default();
+    regions
+        .into_iter()
+        .filter_map(|id| database.by_id(id))
+        .map(|meta| (type_in_region(meta, &national), meta.id()))
+        .find(|(kind, _)| *kind != Type::Unknown)
+        .map_or((Type::Unknown, None), |(kind, id)| {
+            (kind, Some(id.to_owned()))
+        })
+}
+
+/// `national`'s type by `meta`'s descriptors, tried in the order of the crate's
+/// `number_type` (special services first, then fixed line and mobile).
+fn type_in_region(meta: &phonenumber::Metadata, national: &str) -> Type {
+    let d = meta.descriptors();
+    if !d.general().is_match(national) {
+        return Type::Unknown;
+    }
+    let matches = |desc: Option<&phonenumber::metadata::Descriptor>| {
+        desc.is_some_and(|desc| desc.is_match(national))
+    };
+    let special = [
+        (Type::PremiumRate, d.premium_rate()),
+        (Type::TollFree, d.toll_free()),
+        (Type::SharedCost, d.shared_cost()),
+        (Type::Voip, d.voip()),
+        (Type::PersonalNumber, d.personal_number()),
+        (Type::Pager, d.pager()),
+        (Type::Uan, d.uan()),
+        (Type::Voicemail, d.voicemail()),
+    ];
+    if let Some((kind, _)) = special.into_iter().find(|(_, desc)| matches(*desc)) {
+        return kind;
+    }
+    match (matches(d.fixed_line()), matches(d.mobile())) {
+        (true, true) => Type::FixedLineOrMobile,
+        (true, false) => Type::FixedLine,
+        (false, true) => Type::Mobile,
+        (false, false) => Type::Unknown,
+    }
 }
 
 /// Keeps error messages short when a client sends a huge "number".
@@ -185,6 +230,32 @@ mod tests {
             let r = parse_recipient(n).unwrap_or_else(|e| panic!("{n}: {e}"));
             assert_eq!(r.country, c, "{n}");
             assert_eq!(r.e164, n);
+        }
+    }
+
+    #[test]
+    fn e164_is_what_libphonenumber_formats_including_leading_zeros() {
+        // Côte d'Ivoire's mobiles start with a national 0 that E.164 keeps.
+        for n in [
+            "+2250701234567",
+            "+447400123456",
+            "+12025550143",
+            "+39 347 123 4567",
+        ] {
+            let r = parse_recipient_uncached(n).unwrap_or_else(|e| panic!("{n}: {e}"));
+            let number = phonenumber::parse(None, n).expect("parses");
+            let formatted = phonenumber::format(&number).mode(phonenumber::Mode::E164);
+            assert_eq!(r.e164, formatted.to_string(), "{n}");
+        }
+        let ci = parse_recipient_uncached("+2250701234567").expect("valid");
+        assert_eq!(
+            (ci.e164.as_str(), ci.country.as_str()),
+            ("+2250701234567", "CI")
+        );
+        // A Milan landline (national 02…) is valid but cannot receive SMS.
+        match parse_recipient_uncached("+390212345678") {
+            Err(Refusal::InvalidNumber(why)) => assert!(why.contains("FixedLine"), "{why}"),
+            other => panic!("Milan landline: {other:?}"),
         }
     }
 
