@@ -8,6 +8,7 @@ mod caps;
 pub mod inbound;
 pub mod keywords;
 pub mod number;
+mod numbering;
 pub mod preferences;
 pub mod quiet;
 pub mod rules;

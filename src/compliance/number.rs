@@ -13,6 +13,10 @@
 //! number recompiles the patterns it needs: 0.1–4 ms per number instead of tens of µs.
 //! [`parse_recipient_uncached`] therefore raises that capacity once to
 //! [`PATTERN_CACHE_CAPACITY`] (only patterns actually used are compiled and kept).
+//!
+//! The parse itself (country code, national digits) is the crate's; the region and the
+//! type are then read from the crate's metadata with each region's patterns compiled
+//! once (see `numbering`), which is several times cheaper than asking the crate.
 
 use std::sync::{LazyLock, Once};
 
@@ -109,7 +113,7 @@ pub fn parse_recipient_uncached(to: &str) -> Result<Recipient, Refusal> {
     let number: PhoneNumber = phonenumber::parse(None, to)
         .map_err(|_| Refusal::InvalidNumber(format!("'{}' is not a phone number.", shorten(to))))?;
     // One region lookup and one type match: valid means "the type is known".
-    let (kind, country) = region_and_type(&number);
+    let (kind, country) = super::numbering::region_and_type(&number);
     if kind == Type::Unknown {
         return Err(Refusal::InvalidNumber(format!(
             "'{}' is not a valid number in its country's numbering plan.",
@@ -133,79 +137,6 @@ pub fn parse_recipient_uncached(to: &str) -> Result<Recipient, Refusal> {
     // for every mode: `NationalNumber`'s Display keeps leading zeros.
     let e164 = format!("+{}{}", number.code().value(), number.national());
     Ok(Recipient { e164, country })
-}
-
-/// The number's type and its region's ISO code (`None` for non-geographic codes such
-/// as +800), in one pass over the regions of its country code.
-///
-/// This is phonenumber's own region choice (`source_for`: the only region of the code,
-/// else the first whose leading digits start the number, else the first where the
-/// number has a type) and its `number_type`, on the crate's public metadata. Asking
-/// the crate instead (`number_type` and `country().id()`) repeats the region choice
-/// per question, and that choice computes a type per region it tries: three passes
-/// over up to 25 regions for a `+1` number. Two differences, both on purpose: the
-/// national number keeps its leading zeros (phonenumber 0.3.10 drops them here, so
-/// it types every Italian or Ivorian number `Unknown` while `is_valid` accepts it),
-/// and the type found while choosing the region is reused.
-fn region_and_type(number: &PhoneNumber) -> (Type, Option<String>) {
-    let database = &*phonenumber::metadata::DATABASE;
-    let national = number.national().to_string();
-    let regions = database.region(&number.code().value()).unwrap_or_default();
-    let single = regions.len() == 1;
-    for id in regions {
-        // "001": a non-geographic code, whose metadata is filed under the code.
-        let meta = if id == "001" {
-            database
-                .by_code(&number.code().value())
-                .and_then(|metas| metas.into_iter().next())
-        } else {
-            database.by_id(id)
-        };
-        let Some(meta) = meta else {
-            continue;
-        };
-        let led = meta
-            .leading_digits()
-            .and_then(|p| p.find(&national))
-            .is_some_and(|m| m.start() == 0);
-        let kind = type_in_region(meta, &national);
-        if single || led || kind != Type::Unknown {
-            let country = (id != "001").then(|| id.to_owned());
-            return (kind, country);
-        }
-    }
-    (Type::Unknown, None)
-}
-
-/// `national`'s type by `meta`'s descriptors, tried in the order of the crate's
-/// `number_type` (special services first, then fixed line and mobile).
-fn type_in_region(meta: &phonenumber::Metadata, national: &str) -> Type {
-    let d = meta.descriptors();
-    if !d.general().is_match(national) {
-        return Type::Unknown;
-    }
-    let matches = |desc: Option<&phonenumber::metadata::Descriptor>| {
-        desc.is_some_and(|desc| desc.is_match(national))
-    };
-    let special = [
-        (Type::PremiumRate, d.premium_rate()),
-        (Type::TollFree, d.toll_free()),
-        (Type::SharedCost, d.shared_cost()),
-        (Type::Voip, d.voip()),
-        (Type::PersonalNumber, d.personal_number()),
-        (Type::Pager, d.pager()),
-        (Type::Uan, d.uan()),
-        (Type::Voicemail, d.voicemail()),
-    ];
-    if let Some((kind, _)) = special.into_iter().find(|(_, desc)| matches(*desc)) {
-        return kind;
-    }
-    match (matches(d.fixed_line()), matches(d.mobile())) {
-        (true, true) => Type::FixedLineOrMobile,
-        (true, false) => Type::FixedLine,
-        (false, true) => Type::Mobile,
-        (false, false) => Type::Unknown,
-    }
 }
 
 /// Keeps error messages short when a client sends a huge "number".
@@ -272,47 +203,6 @@ mod tests {
             Err(Refusal::InvalidNumber(why)) => assert!(why.contains("FixedLine"), "{why}"),
             other => panic!("Milan landline: {other:?}"),
         }
-    }
-
-    #[test]
-    fn region_and_type_agree_with_libphonenumber_on_every_example_number() {
-        let database = &*phonenumber::metadata::DATABASE;
-        let mut compared = 0;
-        for meta in database.iter() {
-            let d = meta.descriptors();
-            let examples = [
-                d.fixed_line(),
-                d.mobile(),
-                d.toll_free(),
-                d.premium_rate(),
-                d.shared_cost(),
-                d.voip(),
-                d.personal_number(),
-                d.pager(),
-                d.uan(),
-                d.voicemail(),
-            ];
-            for example in examples.into_iter().flatten().filter_map(|e| e.example()) {
-                let text = format!("+{}{example}", meta.country_code());
-                let Ok(number) = phonenumber::parse(None, &text) else {
-                    continue;
-                };
-                if number.national().zeros() > 0 {
-                    continue; // the crate drops these zeros; see region_and_type
-                }
-                let expected = (
-                    number.number_type(database),
-                    number.country().id().map(|id| id.as_ref().to_owned()),
-                );
-                let ours = region_and_type(&number);
-                assert_eq!(ours.0, expected.0, "type of {text}");
-                if expected.1.is_some() {
-                    assert_eq!(ours.1, expected.1, "region of {text}");
-                }
-                compared += 1;
-            }
-        }
-        assert!(compared > 1000, "only {compared} example numbers compared");
     }
 
     #[test]
