@@ -14,7 +14,7 @@ use tokio::{sync::Semaphore, task::JoinSet};
 use super::{
     client::{Client, Reply},
     config::{KindMix, TextMix},
-    stats::{Done, Event, Recorder, StepStats, wall_us},
+    stats::{Done, Recorder, StepStats, wall_us},
     status::Poller,
     traffic::{Msg, Traffic, mix64},
 };
@@ -104,7 +104,7 @@ async fn send(ctx: Arc<Ctx>, msgs: Vec<Msg>, intended: Instant, plan_step: usize
         {
             poller.watch(m.seq, id.clone(), m.account);
         }
-        ctx.recorder.send(Event::Done(Box::new(Done {
+        ctx.recorder.done(Done {
             step: plan_step,
             measure,
             kind: m.kind,
@@ -114,14 +114,35 @@ async fn send(ctx: Arc<Ctx>, msgs: Vec<Msg>, intended: Instant, plan_step: usize
             service_us,
             wall_us: wall,
             reply,
-        })));
+        });
     }
 }
 
 /// Open loop: request `i` is due at `start + i × batch / rate`. A request that starts late
 /// (a busy runtime, or all `max_inflight` slots taken) still counts its latency from its due
 /// time; one that starts early (up to 1 ms, the timer's granularity) from its actual start.
+///
+/// The pacing runs as a task of the runtime: from outside it (the `block_on` thread that
+/// awaits [`run`](super::run)) every timer wake-up and every spawned request would cross
+/// threads, a futex wake-up each.
 pub(crate) async fn open(ctx: &Arc<Ctx>, plan: &StepPlan) -> StepResult {
+    let pacing = tokio::spawn(open_paced(Arc::clone(ctx), plan.clone()));
+    match pacing.await {
+        Ok(result) => result,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Cancelled: only when the runtime shuts down, and then nothing is reported.
+            Err(_) => StepResult {
+                offered_rate: Some(plan.rate),
+                elapsed: Duration::ZERO,
+                stats: StepStats::default(),
+            },
+        },
+    }
+}
+
+async fn open_paced(ctx: Arc<Ctx>, plan: StepPlan) -> StepResult {
+    let (ctx, plan) = (&ctx, &plan);
     let batch = plan.batch as u64;
     let per_request = plan.batch as f64 / plan.rate;
     let start = Instant::now();

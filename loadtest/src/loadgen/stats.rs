@@ -1,11 +1,13 @@
-//! The recorder: one task that owns every histogram and counter. Request tasks, the webhook
-//! receiver and the status poller send it [`Event`]s; it prints the progress line once a
-//! second and hands back what it [`Collected`] when every sender is gone.
+//! The recorder: every histogram and counter, behind one lock. Request tasks count their
+//! answers and the webhook receiver and status poller their final statuses straight into it
+//! (no channel message, and no task wake-up, per message); its task takes the rarer
+//! [`Event`]s, prints the progress line once a second and hands back what was [`Collected`]
+//! when every [`Recorder`] is gone.
 
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
-        Arc,
+        Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -61,17 +63,10 @@ pub(crate) struct Done {
     pub reply: Reply,
 }
 
-/// What the recorder is told.
+/// What the recorder task is told (answers and final statuses go to [`Recorder::done`] and
+/// [`Recorder::fin`] instead).
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// One message answered.
-    Done(Box<Done>),
-    /// A message reached a final status (webhook or poll).
-    Final {
-        seq: u64,
-        status: String,
-        wall_us: u64,
-    },
     /// A phase started: its name goes on the progress line.
     Phase(String),
     /// Summarize a step (sent after its last request answered).
@@ -277,10 +272,23 @@ pub(crate) struct Collected {
     pub timeline: Timeline,
 }
 
-/// The recorder's handle: the sender side and the started counter.
+impl Collected {
+    fn new() -> Collected {
+        Collected {
+            kinds: Default::default(),
+            steps: Vec::new(),
+            accepted: HashMap::new(),
+            finals: HashMap::new(),
+            timeline: Timeline::new(),
+        }
+    }
+}
+
+/// The recorder's handle: the counts, the event sender and the started counter.
 #[derive(Debug, Clone)]
 pub(crate) struct Recorder {
-    pub tx: mpsc::UnboundedSender<Event>,
+    tx: mpsc::UnboundedSender<Event>,
+    state: Arc<Mutex<State>>,
     /// Messages whose request has started (read by the progress line).
     pub started: Arc<AtomicU64>,
 }
@@ -291,13 +299,24 @@ impl Recorder {
     pub(crate) fn start(progress: bool) -> (Recorder, tokio::task::JoinHandle<Collected>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let started = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(run(rx, Arc::clone(&started), progress));
-        (Recorder { tx, started }, task)
+        let state = Arc::new(Mutex::new(State::new()));
+        let task = tokio::spawn(run(rx, Arc::clone(&state), Arc::clone(&started), progress));
+        (Recorder { tx, state, started }, task)
     }
 
     /// Sends an event (a recorder that is gone has nothing left to count).
     pub(crate) fn send(&self, event: Event) {
         let _ = self.tx.send(event);
+    }
+
+    /// Counts one message's answer.
+    pub(crate) fn done(&self, d: Done) {
+        lock(&self.state).done(d);
+    }
+
+    /// Notes a final status seen for a message (webhook or poll).
+    pub(crate) fn fin(&self, seq: u64, status: String, wall_us: u64) {
+        lock(&self.state).fin(seq, status, wall_us);
     }
 
     /// Asks for a step's numbers.
@@ -315,6 +334,12 @@ impl Recorder {
     }
 }
 
+/// The recorder's lock (a panic while holding it leaves counts that are still usable).
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug)]
 struct State {
     c: Collected,
     phase: String,
@@ -327,6 +352,18 @@ struct State {
 }
 
 impl State {
+    fn new() -> State {
+        State {
+            c: Collected::new(),
+            phase: String::new(),
+            done: 0,
+            accepted: 0,
+            refused: 0,
+            finals_measured: 0,
+            window: hist(),
+        }
+    }
+
     fn done(&mut self, d: Done) {
         let Done {
             step,
@@ -418,24 +455,10 @@ impl State {
 
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Event>,
+    state: Arc<Mutex<State>>,
     started: Arc<AtomicU64>,
     progress: bool,
 ) -> Collected {
-    let mut s = State {
-        c: Collected {
-            kinds: Default::default(),
-            steps: Vec::new(),
-            accepted: HashMap::new(),
-            finals: HashMap::new(),
-            timeline: Timeline::new(),
-        },
-        phase: String::new(),
-        done: 0,
-        accepted: 0,
-        refused: 0,
-        finals_measured: 0,
-        window: hist(),
-    };
     let t0 = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -445,43 +468,54 @@ async fn run(
         tokio::select! {
             event = rx.recv() => match event {
                 None => break,
-                Some(Event::Done(d)) => s.done(*d),
-                Some(Event::Final { seq, status, wall_us }) => s.fin(seq, status, wall_us),
-                Some(Event::Phase(name)) => s.phase = name,
-                Some(Event::Step(step, reply)) => { let _ = reply.send(s.step(step)); }
+                Some(Event::Phase(name)) => lock(&state).phase = name,
+                Some(Event::Step(step, reply)) => {
+                    let stats = lock(&state).step(step);
+                    let _ = reply.send(stats);
+                }
                 Some(Event::Query(reply)) => {
-                    let _ = reply.send(Progress {
-                        accepted: s.c.accepted.len() as u64,
-                        finals: s.finals_measured,
-                    });
+                    let progress = {
+                        let s = lock(&state);
+                        Progress {
+                            accepted: s.c.accepted.len() as u64,
+                            finals: s.finals_measured,
+                        }
+                    };
+                    let _ = reply.send(progress);
                 }
             },
             _ = ticker.tick(), if progress => {
                 let started = started.load(Ordering::Relaxed);
-                let p99 = if s.window.is_empty() {
-                    "-".to_owned()
-                } else {
-                    format!("{:.1} ms", s.window.value_at_quantile(0.99) as f64 / 1000.0)
+                let line = {
+                    let mut s = lock(&state);
+                    let p99 = if s.window.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        format!("{:.1} ms", s.window.value_at_quantile(0.99) as f64 / 1000.0)
+                    };
+                    let line = format!(
+                        "[{:>6.1}s] {}: sent {} ({}/s), accepted {}, refused {}, in flight {}, \
+                         http p99 (last 1 s) {}, final statuses {}",
+                        t0.elapsed().as_secs_f64(),
+                        s.phase,
+                        started,
+                        started - last_started,
+                        s.accepted,
+                        s.refused,
+                        started.saturating_sub(s.done),
+                        p99,
+                        s.c.finals.len(),
+                    );
+                    s.window.reset();
+                    line
                 };
-                eprintln!(
-                    "[{:>6.1}s] {}: sent {} ({}/s), accepted {}, refused {}, in flight {}, \
-                     http p99 (last 1 s) {}, final statuses {}",
-                    t0.elapsed().as_secs_f64(),
-                    s.phase,
-                    started,
-                    started - last_started,
-                    s.accepted,
-                    s.refused,
-                    started.saturating_sub(s.done),
-                    p99,
-                    s.c.finals.len(),
-                );
+                eprintln!("{line}");
                 last_started = started;
-                s.window.reset();
             }
         }
     }
-    s.c
+    // Every Recorder is gone, so nothing counts into the state any more.
+    std::mem::replace(&mut lock(&state).c, Collected::new())
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     client::{Client, is_final},
     error::LoadgenError,
-    stats::{Event, Recorder, wall_us},
+    stats::{Recorder, wall_us},
     traffic::find_token,
 };
 
@@ -115,11 +115,7 @@ async fn hook(State(s): State<HookState>, body: Bytes) -> StatusCode {
             .as_deref()
             .and_then(|r| find_token(r, &s.prefix))
     {
-        s.recorder.send(Event::Final {
-            seq,
-            status: hook.status,
-            wall_us: wall_us(),
-        });
+        s.recorder.fin(seq, hook.status, wall_us());
     }
     StatusCode::NO_CONTENT
 }
@@ -167,11 +163,7 @@ impl Poller {
                 if let Some(status) = status
                     && is_final(&status)
                 {
-                    recorder.send(Event::Final {
-                        seq,
-                        status,
-                        wall_us: wall_us(),
-                    });
+                    recorder.fin(seq, status, wall_us());
                     break;
                 }
             }
