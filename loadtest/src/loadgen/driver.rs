@@ -93,8 +93,7 @@ async fn send(ctx: Arc<Ctx>, msgs: Vec<Msg>, intended: Instant, plan_step: usize
     let now = Instant::now();
     let wall = wall_us();
     let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-    // From the intended send time, or the actual one when the request went out early.
-    let http_us = micros(now.saturating_duration_since(intended.max(sent_at)));
+    let http_us = micros(now.saturating_duration_since(response_clock_start(intended, sent_at)));
     let service_us = micros(now.saturating_duration_since(sent_at));
     let offset_us = micros(intended.saturating_duration_since(ctx.t0));
     for (m, reply) in msgs.into_iter().zip(replies) {
@@ -116,6 +115,13 @@ async fn send(ctx: Arc<Ctx>, msgs: Vec<Msg>, intended: Instant, plan_step: usize
             reply,
         });
     }
+}
+
+/// Where a request's HTTP response time starts: its intended send time, or its actual one
+/// when it went out early (the pacing wakes up to [`TIMER_SLACK`] ahead). A request that went
+/// out late counts its lateness: coordinated omission must not hide a stall.
+fn response_clock_start(intended: Instant, sent_at: Instant) -> Instant {
+    intended.min(sent_at)
 }
 
 /// Open loop: request `i` is due at `start + i × batch / rate`. A request that starts late
@@ -230,5 +236,19 @@ pub(crate) async fn closed(ctx: &Arc<Ctx>, plan: &StepPlan) -> StepResult {
         offered_rate: None,
         elapsed: start.elapsed(),
         stats: ctx.recorder.step(plan.step).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_request_counts_from_its_due_time_an_early_one_from_its_start() {
+        let due = Instant::now() + Duration::from_secs(10);
+        let late = due + Duration::from_millis(40);
+        let early = due - Duration::from_micros(300);
+        assert_eq!(response_clock_start(due, late), due);
+        assert_eq!(response_clock_start(due, early), early);
     }
 }
