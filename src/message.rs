@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 use utoipa::ToSchema;
 
+pub(crate) mod stored;
+
 use crate::dlr::receipt::ReceiptState;
 use crate::encoding::Encoding;
 
@@ -205,6 +207,7 @@ impl Segment {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// Gateway id.
+    #[serde(with = "stored::id")]
     pub id: MessageId,
     /// Id of the account that sent it.
     pub account: String,
@@ -235,14 +238,19 @@ pub struct Message {
     /// Why it failed, when it did.
     pub error: Option<ErrorInfo>,
     /// When it was accepted.
+    #[serde(with = "stored::instant")]
     pub created_at: DateTime<Utc>,
     /// When it should be sent (scheduled messages).
+    #[serde(default, with = "stored::optional_instant")]
     pub send_at: Option<DateTime<Utc>>,
     /// Never submitted after this instant.
+    #[serde(with = "stored::instant")]
     pub expires_at: DateTime<Utc>,
     /// When every segment was accepted by the carrier.
+    #[serde(default, with = "stored::optional_instant")]
     pub submitted_at: Option<DateTime<Utc>>,
     /// When it reached a final status.
+    #[serde(default, with = "stored::optional_instant")]
     pub done_at: Option<DateTime<Utc>>,
     /// How many times it was handed to a carrier.
     pub attempts: u32,

@@ -60,6 +60,24 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).unwrap_or_default()
 }
 
+/// First byte of a message record in the binary form (id as 16 bytes, instants as
+/// nanoseconds; see `message::stored`). Records from before it start with the id's
+/// length as text (26) and are read as text.
+const MESSAGE_RECORD_BINARY: u8 = 0xB1;
+
+fn encode_message(m: &Message) -> Vec<u8> {
+    let record = vec![MESSAGE_RECORD_BINARY];
+    // postcard only fails for types serde cannot describe, which ours are not.
+    postcard::to_extend(m, record).unwrap_or_default()
+}
+
+fn decode_message(bytes: &[u8]) -> Result<Message, StoreError> {
+    match bytes.split_first() {
+        Some((&MESSAGE_RECORD_BINARY, record)) => postcard::from_bytes(record).map_err(codec),
+        _ => crate::message::stored::legacy(|| postcard::from_bytes(bytes)).map_err(codec),
+    }
+}
+
 fn message_key(id: MessageId) -> Vec<u8> {
     id.to_bytes().to_vec()
 }
@@ -170,7 +188,7 @@ impl DurableStore {
             let Some(bytes) = kv.get(Space::Messages, &key)? else {
                 continue;
             };
-            let message: Message = postcard::from_bytes(&bytes).map_err(codec)?;
+            let message = decode_message(&bytes)?;
             if message.status == Status::Queued {
                 // Partly submitted: its receipts must match, but it waits in
                 // `ready` like any other ready message.
@@ -231,7 +249,7 @@ impl DurableStore {
     /// keeping the ready, schedule and tracked indexes in step.
     fn persist(m: &Message, before: Option<Status>, shared: bool, writes: &mut Vec<Write>) {
         let key = message_key(m.id);
-        writes.push(Write::Put(Space::Messages, key.clone(), encode(m)));
+        writes.push(Write::Put(Space::Messages, key.clone(), encode_message(m)));
         let was = |s: Status| before == Some(s);
         if m.status == Status::Queued && !was(Status::Queued) {
             writes.push(Write::Put(Space::Ready, ready_key(m), Vec::new()));
@@ -317,7 +335,7 @@ impl DurableStore {
         bytes
             .into_iter()
             .flatten()
-            .map(|b| postcard::from_bytes(&b).map_err(codec))
+            .map(|b| decode_message(&b))
             .collect()
     }
 
@@ -399,9 +417,7 @@ impl Store for DurableStore {
                 }
             })
             .await?;
-        bytes
-            .map(|b| postcard::from_bytes(&b).map_err(codec))
-            .transpose()
+        bytes.map(|b| decode_message(&b)).transpose()
     }
 
     fn held(&self, id: MessageId) -> Option<Message> {
@@ -830,6 +846,36 @@ mod tests {
         };
         DurableStore::open_at(dir, Durability::Fsync, group, Arc::new(Metrics::new()))
             .expect("store opens")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_in_the_text_form_of_earlier_versions_are_still_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let old = message("written by an earlier version");
+        let new = message("written now");
+        {
+            let store = open(dir.path());
+            let text =
+                crate::message::stored::legacy(|| postcard::to_stdvec(&old)).expect("encodes");
+            let put = Write::Put(Space::Messages, message_key(old.id), text);
+            committed(store.writer.submit(vec![put]))
+                .await
+                .expect("committed");
+            store
+                .append(vec![new.clone()], None)
+                .await
+                .expect("appended");
+            let raw = store
+                .kv
+                .get(Space::Messages, &message_key(new.id))
+                .expect("read")
+                .expect("present");
+            assert_eq!(raw.first(), Some(&MESSAGE_RECORD_BINARY));
+            store.close().await.expect("closed");
+        }
+        let store = open(dir.path());
+        assert_eq!(store.get(old.id).await.expect("read"), Some(old));
+        assert_eq!(store.get(new.id).await.expect("read"), Some(new));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
