@@ -141,21 +141,16 @@ impl DurableStore {
     /// Opens the store in `config.path` and rebuilds the in-memory working set
     /// from it (blocking: call it off the async runtime).
     pub fn open(config: &StoreConfig, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        let group = GroupCommit::from_config(config);
         match config.backend {
             StoreBackend::Redis => {
                 let receipt_wait =
                     std::time::Duration::from_secs(u64::from(config.dlr_wait_hours) * 3600);
                 let kv = Kv::Redis(redis_kv::RedisKv::open(&config.redis, receipt_wait)?);
                 let at = format!("{} as {}", config.redis.url, config.redis.node);
-                let group = GroupCommit::from_config(config);
                 Self::recover(kv, &at, config.durability, group, metrics)
             }
-            _ => Self::open_at(
-                &config.path,
-                config.durability,
-                GroupCommit::from_config(config),
-                metrics,
-            ),
+            _ => Self::open_at(&config.path, config.durability, group, metrics),
         }
     }
 
