@@ -92,8 +92,8 @@ impl Default for WebhooksConfig {
             retry_base_ms: 1000,
             retry_max_ms: 600_000,
             give_up_hours: 24,
-            per_host: 4,
-            concurrency: 64,
+            per_host: 32,
+            concurrency: 256,
         }
     }
 }

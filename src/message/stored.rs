@@ -111,6 +111,49 @@ pub(crate) mod optional_instant {
     }
 }
 
+/// A byte string (a webhook's body): the same bytes on the wire as a `Vec<u8>`'s default
+/// form (in postcard: length, then the bytes; in JSON: an array of numbers), read in one
+/// piece rather than a byte at a time.
+pub(crate) mod bytes {
+    use super::*;
+
+    /// Writes the bytes.
+    pub(crate) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            bytes.serialize(s)
+        } else {
+            s.serialize_bytes(bytes)
+        }
+    }
+
+    /// Reads what [`serialize`] wrote.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        if d.is_human_readable() {
+            Vec::deserialize(d)
+        } else {
+            d.deserialize_byte_buf(ByteBuf)
+        }
+    }
+
+    struct ByteBuf;
+
+    impl<'de> serde::de::Visitor<'de> for ByteBuf {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{Kind, Message, sample};

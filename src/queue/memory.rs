@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::active::ActiveSet;
 use super::store::{
-    AppliedTransition, IdempotencyRecord, InboundRecord, Preference, PreferenceKind, Released,
+    AppliedTransition, IdempotencyRecord, InboundRecord, OutboxPosition, Preference, PreferenceKind, Released,
     Store, StoreError, WebhookEvent,
 };
 use crate::message::{Applied, Message, MessageId, Transition};
@@ -191,12 +191,19 @@ impl Store for MemoryStore {
 
     async fn webhooks_due(
         &self,
+        after: Option<OutboxPosition>,
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<WebhookEvent>, StoreError> {
+        use std::ops::Bound;
         let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        let from = match after {
+            Some(p) => Bound::Excluded((p.due, p.message_id, p.rank)),
+            None => Bound::Unbounded,
+        };
         Ok(outbox
-            .values()
+            .range((from, Bound::Unbounded))
+            .map(|(_, e)| e)
             .take_while(|e| e.due <= now)
             .take(limit)
             .cloned()

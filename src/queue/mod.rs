@@ -32,8 +32,8 @@ use ready::{Entry, PageRequest, Placement, ReadySet};
 pub use durable::{DurableStore, GroupCommit};
 pub use memory::MemoryStore;
 pub use store::{
-    AppliedTransition, IdempotencyRecord, InboundRecord, Preference, PreferenceChange,
-    PreferenceKind, QueueDepths, ReadyPage, Store, StoreError, WebhookEvent,
+    AppliedTransition, IdempotencyRecord, InboundRecord, OutboxPosition, Preference,
+    PreferenceChange, PreferenceKind, QueueDepths, ReadyPage, Store, StoreError, WebhookEvent,
 };
 
 /// Longest a waiting bind or the scheduler sleeps without re-checking.
@@ -235,23 +235,19 @@ impl Queue {
         self.smsc_ids_recorded.notified()
     }
 
-    /// Waits until status webhooks may have been added (or a delivery ended).
+    /// Waits until status webhooks may have been added.
     pub fn webhooks_changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.webhooks_changed.notified()
-    }
-
-    /// Wakes the webhook dispatcher.
-    pub fn webhooks_changed_notify(&self) {
-        self.webhooks_changed.notify_waiters();
     }
 
     /// Outbox webhooks due at `now`; see [`Store::webhooks_due`].
     pub async fn webhooks_due(
         &self,
+        after: Option<OutboxPosition>,
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<WebhookEvent>, StoreError> {
-        self.store.webhooks_due(now, limit).await
+        self.store.webhooks_due(after, now, limit).await
     }
 
     /// See [`Store::webhook_pending`].

@@ -129,6 +129,7 @@ pub struct PreferenceChange {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WebhookEvent {
     /// The message.
+    #[serde(with = "crate::message::stored::id")]
     pub message_id: MessageId,
     /// 1 for `submitted`, 2 for the final status: delivered in this order.
     pub rank: u8,
@@ -137,12 +138,15 @@ pub struct WebhookEvent {
     /// Where it goes.
     pub url: String,
     /// The JSON body, signed as is.
+    #[serde(with = "crate::message::stored::bytes")]
     pub body: Vec<u8>,
     /// Delivery attempts so far.
     pub attempts: u32,
     /// When the status changed.
+    #[serde(with = "crate::message::stored::instant")]
     pub created_at: DateTime<Utc>,
     /// Next attempt not before.
+    #[serde(with = "crate::message::stored::instant")]
     pub due: DateTime<Utc>,
 }
 
@@ -159,6 +163,29 @@ impl WebhookEvent {
             created_at: at,
             due: at,
         })
+    }
+}
+
+/// Where an event sits in the outbox's order (due time, message, rank): a
+/// reader's place to continue from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OutboxPosition {
+    /// The event's due time.
+    pub due: DateTime<Utc>,
+    /// Its message.
+    pub message_id: MessageId,
+    /// Its rank.
+    pub rank: u8,
+}
+
+impl WebhookEvent {
+    /// The event's place in the outbox.
+    pub fn position(&self) -> OutboxPosition {
+        OutboxPosition {
+            due: self.due,
+            message_id: self.message_id,
+            rank: self.rank,
+        }
     }
 }
 
@@ -278,9 +305,11 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<InboundRecord>, StoreError>;
 
-    /// Up to `limit` outbox webhooks due at `now`, earliest first.
+    /// Up to `limit` outbox webhooks due at `now`, earliest first, starting
+    /// just past `after` (from the outbox's head when `None`).
     async fn webhooks_due(
         &self,
+        after: Option<OutboxPosition>,
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<WebhookEvent>, StoreError>;

@@ -28,8 +28,8 @@ use chrono::{DateTime, Utc};
 
 use super::active::ActiveSet;
 use super::store::{
-    AppliedTransition, IdempotencyRecord, InboundRecord, Preference, PreferenceChange,
-    PreferenceKind, ReadyPage, Released, Store, StoreError, WebhookEvent,
+    AppliedTransition, IdempotencyRecord, InboundRecord, OutboxPosition, Preference,
+    PreferenceChange, PreferenceKind, ReadyPage, Released, Store, StoreError, WebhookEvent,
 };
 use crate::config::{Durability, StoreBackend, StoreConfig};
 use crate::message::{Applied, Kind, Message, MessageId, Status, Transition};
@@ -60,22 +60,31 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).unwrap_or_default()
 }
 
-/// First byte of a message record in the binary form (id as 16 bytes, instants as
-/// nanoseconds; see `message::stored`). Records from before it start with the id's
-/// length as text (26) and are read as text.
-const MESSAGE_RECORD_BINARY: u8 = 0xB1;
+/// First byte of a message or outbox record in the binary form (ids as 16 bytes,
+/// instants as nanoseconds; see `message::stored`). Records from before it start with
+/// the id's length as text (26) and are read as text.
+const RECORD_BINARY: u8 = 0xB1;
+
+/// A message or outbox record: tagged, binary.
+fn encode_record<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // postcard only fails for types serde cannot describe, which ours are not.
+    postcard::to_extend(value, vec![RECORD_BINARY]).unwrap_or_default()
+}
+
+/// Reads what [`encode_record`] wrote, or the untagged text form of earlier versions.
+fn decode_record<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&RECORD_BINARY, record)) => postcard::from_bytes(record).map_err(codec),
+        _ => crate::message::stored::legacy(|| postcard::from_bytes(bytes)).map_err(codec),
+    }
+}
 
 fn encode_message(m: &Message) -> Vec<u8> {
-    let record = vec![MESSAGE_RECORD_BINARY];
-    // postcard only fails for types serde cannot describe, which ours are not.
-    postcard::to_extend(m, record).unwrap_or_default()
+    encode_record(m)
 }
 
 fn decode_message(bytes: &[u8]) -> Result<Message, StoreError> {
-    match bytes.split_first() {
-        Some((&MESSAGE_RECORD_BINARY, record)) => postcard::from_bytes(record).map_err(codec),
-        _ => crate::message::stored::legacy(|| postcard::from_bytes(bytes)).map_err(codec),
-    }
+    decode_record(bytes)
 }
 
 fn message_key(id: MessageId) -> Vec<u8> {
@@ -294,9 +303,14 @@ impl DurableStore {
 
     /// `due ++ id ++ rank`: an outbox key.
     fn outbox_key(e: &WebhookEvent) -> Vec<u8> {
-        let mut rest = e.message_id.to_bytes().to_vec();
-        rest.push(e.rank);
-        time_key(e.due, &rest)
+        Self::outbox_position_key(e.position())
+    }
+
+    /// The outbox key of an event at `p`.
+    fn outbox_position_key(p: OutboxPosition) -> Vec<u8> {
+        let mut rest = p.message_id.to_bytes().to_vec();
+        rest.push(p.rank);
+        time_key(p.due, &rest)
     }
 
     /// `id ++ rank`: the by-message key of an outbox event.
@@ -307,7 +321,7 @@ impl DurableStore {
     }
 
     fn outbox_put(e: &WebhookEvent, writes: &mut Vec<Write>) {
-        writes.push(Write::Put(Space::Outbox, Self::outbox_key(e), encode(e)));
+        writes.push(Write::Put(Space::Outbox, Self::outbox_key(e), encode_record(e)));
         writes.push(Write::Put(
             Space::OutboxByMessage,
             Self::outbox_message_key(e.message_id, e.rank),
@@ -651,14 +665,20 @@ impl Store for DurableStore {
 
     async fn webhooks_due(
         &self,
+        after: Option<OutboxPosition>,
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<WebhookEvent>, StoreError> {
         let upper = time_key(now + chrono::Duration::milliseconds(1), &[]);
-        self.read(move |kv| kv.values_between(Space::Outbox, &[], &upper, limit))
+        let lower = after.map_or_else(Vec::new, |p| {
+            let mut key = Self::outbox_position_key(p);
+            key.push(0); // just past the event at `p`
+            key
+        });
+        self.read(move |kv| kv.values_between(Space::Outbox, &lower, &upper, limit))
             .await?
             .iter()
-            .map(|b| postcard::from_bytes(b).map_err(codec))
+            .map(|b| decode_record(b))
             .collect()
     }
 
@@ -865,7 +885,7 @@ mod tests {
                 .get(Space::Messages, &message_key(new.id))
                 .expect("read")
                 .expect("present");
-            assert_eq!(raw.first(), Some(&MESSAGE_RECORD_BINARY));
+            assert_eq!(raw.first(), Some(&RECORD_BINARY));
             store.close().await.expect("closed");
         }
         let store = open(dir.path());
@@ -1098,5 +1118,78 @@ mod tests {
         let past = Utc::now() - chrono::Duration::days(1);
         assert_eq!(store.compact(future, past, past).await.unwrap(), 4);
         assert!(store.list_inbound("a", None, 10).await.unwrap().is_empty());
+    }
+    fn event(m: &Message, rank: u8, due: DateTime<Utc>) -> WebhookEvent {
+        WebhookEvent {
+            message_id: m.id,
+            rank,
+            account: m.account.clone(),
+            url: "http://127.0.0.1:9/hook".to_owned(),
+            body: format!("{{\"id\":\"{}\",\"rank\":{rank}}}", m.id).into_bytes(),
+            attempts: 0,
+            created_at: due,
+            due,
+        }
+    }
+
+    /// A `WebhookEvent` as versions before the binary records wrote it (serde's
+    /// defaults: the id and instants as text, the body as a sequence).
+    #[derive(serde::Serialize)]
+    struct OutboxRecordOfEarlierVersions<'a> {
+        message_id: MessageId,
+        rank: u8,
+        account: &'a str,
+        url: &'a str,
+        body: &'a Vec<u8>,
+        attempts: u32,
+        created_at: DateTime<Utc>,
+        due: DateTime<Utc>,
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_outbox_reads_on_from_a_position_and_keeps_reading_records_of_earlier_versions()
+    {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let t0 = Utc::now() - chrono::Duration::seconds(10);
+        let ms = chrono::Duration::milliseconds;
+        let (a, b, c) = (message("a"), message("b"), message("c"));
+        let old = event(&a, 1, t0);
+        let text = postcard::to_stdvec(&OutboxRecordOfEarlierVersions {
+            message_id: old.message_id,
+            rank: old.rank,
+            account: &old.account,
+            url: &old.url,
+            body: &old.body,
+            attempts: old.attempts,
+            created_at: old.created_at,
+            due: old.due,
+        })
+        .expect("encodes");
+        let mut writes = vec![Write::Put(Space::Outbox, DurableStore::outbox_key(&old), text)];
+        let later = [event(&b, 1, t0 + ms(5)), event(&c, 1, t0 + ms(9)), event(&a, 2, t0 + ms(9))];
+        for e in &later {
+            DurableStore::outbox_put(e, &mut writes);
+        }
+        // Not due yet: never read.
+        DurableStore::outbox_put(&event(&b, 2, Utc::now() + ms(60_000)), &mut writes);
+        committed(store.writer.submit(writes)).await.expect("committed");
+
+        let mut all = vec![old.clone()];
+        all.extend(later.iter().cloned());
+        all.sort_by_key(WebhookEvent::position);
+        let due = |after, limit| store.webhooks_due(after, Utc::now(), limit);
+        assert_eq!(due(None, 10).await.expect("read"), all, "the old record reads as it was");
+        assert_eq!(due(None, 2).await.expect("read"), all[..2].to_vec());
+        let on = due(Some(all[1].position()), 10).await.expect("read");
+        assert_eq!(on, all[2..].to_vec(), "read on just past the position");
+        let last = all.last().map(WebhookEvent::position);
+        assert!(due(last, 10).await.expect("read").is_empty());
+        let raw = store
+            .kv
+            .get(Space::Outbox, &DurableStore::outbox_key(&later[0]))
+            .expect("read")
+            .expect("present");
+        assert_eq!(raw.first(), Some(&RECORD_BINARY));
     }
 }
