@@ -33,6 +33,8 @@ struct Receiver {
     received: Arc<Mutex<Vec<Received>>>,
     requests: Arc<AtomicUsize>,
     fail_first: Arc<AtomicUsize>,
+    /// Milliseconds each answer takes.
+    delay_ms: Arc<AtomicUsize>,
 }
 
 impl Receiver {
@@ -77,6 +79,10 @@ impl Receiver {
 
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
     r.requests.fetch_add(1, Ordering::SeqCst);
+    let delay = r.delay_ms.load(Ordering::SeqCst) as u64;
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let failing = r
         .fail_first
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -203,4 +209,46 @@ async fn undelivered_webhooks_survive_a_restart() {
     assert_eq!(receiver.statuses(&id), ["submitted", "delivered"]);
     gateway.shutdown().await;
     sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_beyond_what_the_dispatcher_holds_reaches_a_slow_receiver_once_each_in_order() {
+    let (receiver, url) = Receiver::start(0).await;
+    receiver.delay_ms.store(2, Ordering::SeqCst);
+    // Two POSTs at a time: the dispatcher holds 2 × 2 + 256 events, fewer
+    // than the 800 this burst puts in the outbox.
+    let h = Harness::start_with(SimConfig::default(), 2, 16, |c| {
+        webhook_settings(c);
+        c.webhooks.per_host = 2;
+        c.webhooks.concurrency = 2;
+    })
+    .await;
+    let messages: Vec<Value> = (0..400)
+        .map(|i| {
+            json!({ "to": format!("+4474005{i:05}"), "from": "ACME", "text": "hello",
+                    "kind": "transactional", "callback_url": url })
+        })
+        .collect();
+    let body = json!({ "messages": messages }).to_string();
+    let (status, answer) = h.post_as(common::KEY, "/v1/messages/batch", body).await;
+    assert_eq!((status, &answer["accepted"]), (200, &json!(400)));
+    let ids: Vec<String> = answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(ids.len(), 400);
+    wait_for("800 events", || receiver.events().len() >= 800).await;
+    // Anything posted twice would arrive within this pause.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.requests.load(Ordering::SeqCst),
+        800,
+        "each event once"
+    );
+    for id in &ids {
+        assert_eq!(receiver.statuses(id), ["submitted", "delivered"], "{id}");
+    }
+    h.stop().await;
 }

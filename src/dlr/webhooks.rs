@@ -241,7 +241,10 @@ impl Dispatcher {
     /// settled after the read that found it began (a stale copy).
     fn claim(&self, event: &WebhookEvent, read_at: Instant) -> bool {
         let key = (event.message_id, event.rank);
-        if lock(&self.settled).get(&key).is_some_and(|s| s.at >= read_at) {
+        if lock(&self.settled)
+            .get(&key)
+            .is_some_and(|s| s.at >= read_at)
+        {
             return false;
         }
         lock(&self.in_flight)

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 
 use super::active::ActiveSet;
 use super::store::{
-    AppliedTransition, IdempotencyRecord, InboundRecord, OutboxPosition, Preference, PreferenceKind, Released,
-    Store, StoreError, WebhookEvent,
+    AppliedTransition, IdempotencyRecord, InboundRecord, OutboxPosition, Preference,
+    PreferenceKind, Released, Store, StoreError, WebhookEvent,
 };
 use crate::message::{Applied, Message, MessageId, Transition};
 

@@ -321,7 +321,11 @@ impl DurableStore {
     }
 
     fn outbox_put(e: &WebhookEvent, writes: &mut Vec<Write>) {
-        writes.push(Write::Put(Space::Outbox, Self::outbox_key(e), encode_record(e)));
+        writes.push(Write::Put(
+            Space::Outbox,
+            Self::outbox_key(e),
+            encode_record(e),
+        ));
         writes.push(Write::Put(
             Space::OutboxByMessage,
             Self::outbox_message_key(e.message_id, e.rank),
@@ -1147,8 +1151,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_outbox_reads_on_from_a_position_and_keeps_reading_records_of_earlier_versions()
-    {
+    async fn the_outbox_reads_on_from_a_position_and_keeps_reading_records_of_earlier_versions() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = open(dir.path());
         let t0 = Utc::now() - chrono::Duration::seconds(10);
@@ -1166,20 +1169,34 @@ mod tests {
             due: old.due,
         })
         .expect("encodes");
-        let mut writes = vec![Write::Put(Space::Outbox, DurableStore::outbox_key(&old), text)];
-        let later = [event(&b, 1, t0 + ms(5)), event(&c, 1, t0 + ms(9)), event(&a, 2, t0 + ms(9))];
+        let mut writes = vec![Write::Put(
+            Space::Outbox,
+            DurableStore::outbox_key(&old),
+            text,
+        )];
+        let later = [
+            event(&b, 1, t0 + ms(5)),
+            event(&c, 1, t0 + ms(9)),
+            event(&a, 2, t0 + ms(9)),
+        ];
         for e in &later {
             DurableStore::outbox_put(e, &mut writes);
         }
         // Not due yet: never read.
         DurableStore::outbox_put(&event(&b, 2, Utc::now() + ms(60_000)), &mut writes);
-        committed(store.writer.submit(writes)).await.expect("committed");
+        committed(store.writer.submit(writes))
+            .await
+            .expect("committed");
 
         let mut all = vec![old.clone()];
         all.extend(later.iter().cloned());
         all.sort_by_key(WebhookEvent::position);
         let due = |after, limit| store.webhooks_due(after, Utc::now(), limit);
-        assert_eq!(due(None, 10).await.expect("read"), all, "the old record reads as it was");
+        assert_eq!(
+            due(None, 10).await.expect("read"),
+            all,
+            "the old record reads as it was"
+        );
         assert_eq!(due(None, 2).await.expect("read"), all[..2].to_vec());
         let on = due(Some(all[1].position()), 10).await.expect("read");
         assert_eq!(on, all[2..].to_vec(), "read on just past the position");
