@@ -19,6 +19,7 @@
 //!
 //! [`spawn`] is the stage's public entry.
 
+mod callback;
 pub mod dead_letter;
 mod ids;
 mod mo;

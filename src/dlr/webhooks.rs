@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::callback::CallbackClient;
 use crate::config::{AccountConfig, WebhooksConfig};
 use crate::message::MessageId;
 use crate::metrics::Metrics;
@@ -80,7 +81,7 @@ struct Dispatcher {
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
     config: WebhooksConfig,
-    client: reqwest::Client,
+    client: CallbackClient,
     secrets: HashMap<String, String>,
     /// Events being delivered (not to be picked up again meanwhile), with
     /// their place in the outbox.
@@ -107,15 +108,10 @@ pub fn spawn(
     accounts: &[AccountConfig],
     stop: CancellationToken,
 ) -> JoinHandle<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(config.timeout_s.max(1)))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .user_agent(concat!("smsgate/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot build the webhook client; using defaults");
-            reqwest::Client::new()
-        });
+    let client = CallbackClient::new(
+        Duration::from_secs(config.timeout_s.max(1)),
+        config.per_host.max(1),
+    );
     let concurrency = config.concurrency.max(1);
     let dispatcher = Arc::new(Dispatcher {
         overall: Arc::new(Semaphore::new(concurrency)),
@@ -332,23 +328,16 @@ impl Dispatcher {
     /// One POST, then the outbox records the outcome.
     /// Posts one event; `Err` says why it did not arrive.
     async fn post(&self, event: &WebhookEvent) -> Result<(), String> {
-        let mut request = self
-            .client
-            .post(&event.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(
-                "X-Smsgate-Event",
-                format!("{}-{}", event.message_id, event.rank),
-            )
-            .body(event.body.clone());
+        let mut headers = vec![(
+            "X-Smsgate-Event",
+            format!("{}-{}", event.message_id, event.rank),
+        )];
         if let Some(secret) = self.secrets.get(&event.account) {
-            request = request.header("X-Smsgate-Signature", signature(secret, &event.body));
+            headers.push(("X-Smsgate-Signature", signature(secret, &event.body)));
         }
-        match request.send().await {
-            Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
-            Err(e) => Err(e.to_string()),
-        }
+        self.client
+            .post(&event.url, &headers, event.body.clone())
+            .await
     }
 
     /// Settles a posted event in the outbox, or schedules its next attempt;
