@@ -339,7 +339,6 @@ impl Dispatcher {
         })
     }
 
-    /// One POST, then the outbox records the outcome.
     /// Posts one event; `Err` says why it did not arrive.
     async fn post(&self, event: &WebhookEvent) -> Result<(), String> {
         let mut headers = vec![(
