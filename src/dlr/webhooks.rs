@@ -169,10 +169,7 @@ impl Dispatcher {
                 last_full = read_at;
                 last_look_back = read_at;
             } else if read_at.duration_since(last_look_back) >= LOOK_BACK_EVERY {
-                after = after.map(|a| OutboxPosition {
-                    due: a.due - LOOK_BACK,
-                    ..a
-                });
+                after = after.map(|a| OutboxPosition::before(a.due - LOOK_BACK));
                 last_look_back = read_at;
             }
             // Events in flight past `after` are read again (see below);
@@ -205,11 +202,7 @@ impl Dispatcher {
                         // An event committed after this read can share the
                         // millisecond of the newest one here yet sort before
                         // it: the next read starts at that millisecond.
-                        after = Some(OutboxPosition {
-                            due: last.due - chrono::Duration::milliseconds(1),
-                            message_id: MessageId::from_bytes([0xFF; 16]),
-                            rank: u8::MAX,
-                        });
+                        after = Some(OutboxPosition::before(last.due));
                     }
                     exhausted && !full
                 }

@@ -178,6 +178,19 @@ pub struct OutboxPosition {
     pub rank: u8,
 }
 
+impl OutboxPosition {
+    /// A position just before every event due at `due` or later (to the
+    /// millisecond, the outbox's key resolution): a read from here starts at
+    /// `due`'s millisecond.
+    pub fn before(due: DateTime<Utc>) -> Self {
+        Self {
+            due: due - chrono::TimeDelta::milliseconds(1),
+            message_id: MessageId::from_bytes([0xFF; 16]),
+            rank: u8::MAX,
+        }
+    }
+}
+
 impl WebhookEvent {
     /// The event's place in the outbox.
     pub fn position(&self) -> OutboxPosition {

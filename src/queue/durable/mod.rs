@@ -1123,6 +1123,7 @@ mod tests {
         assert_eq!(store.compact(future, past, past).await.unwrap(), 4);
         assert!(store.list_inbound("a", None, 10).await.unwrap().is_empty());
     }
+
     fn event(m: &Message, rank: u8, due: DateTime<Utc>) -> WebhookEvent {
         WebhookEvent {
             message_id: m.id,
