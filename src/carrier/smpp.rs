@@ -216,6 +216,9 @@ async fn write_loop(
         let Some(first) = first else {
             break;
         };
+        // Let the tasks that are ready now queue their PDUs too, so that under load
+        // one write carries several (fewer syscalls); when idle this costs one poll.
+        tokio::task::yield_now().await;
         let mut ok = sink.feed(first).await.is_ok();
         let mut n = 1;
         while ok && n < WRITE_BATCH {

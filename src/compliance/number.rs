@@ -1,22 +1,26 @@
 //! Recipient numbers: E.164 parsing and country detection with libphonenumber's
 //! metadata (the `phonenumber` crate), never a hand-written pattern.
 //!
-//! libphonenumber costs 7–30 µs per number (a `+44` number is tried against several
-//! regions' patterns), and recipients repeat: OTP retries, transactional customers,
-//! marketing lists. [`parse_recipient`] therefore keeps the answers for the last
-//! [`CACHE_CAPACITY`] inputs (valid and refused alike) in a bounded concurrent cache, so a
-//! repeat costs a hash lookup and two short string copies.
+//! Numbers written the way machines write E.164 (`+` and digits only, what nearly every
+//! API client sends) take a short way: the country code is the digits' prefix that the
+//! metadata knows as one, and the rest is typed against the region's patterns, compiled
+//! once each (see `numbering`): about 0.5 µs. When that finds a number that can receive
+//! SMS, it is the answer. Every other input — spaces, punctuation, a national prefix after
+//! the country code, an invalid or non-mobile number — goes through libphonenumber's own
+//! parser (7–30 µs), so every refusal and every unusual form is the crate's answer; the
+//! unit tests check that both ways agree on every example number of the metadata and on
+//! random numbers around them.
+//!
+//! The answers of the full parser are kept for the last [`CACHE_CAPACITY`] inputs (valid
+//! and refused alike) in a bounded concurrent cache, so a repeated unusual form costs a
+//! hash lookup and two short string copies.
 //!
 //! libphonenumber's own cache of compiled patterns holds only 100 of them in the
 //! `phonenumber` crate (one LRU for the whole metadata). A mix of a dozen countries needs
 //! more (the 25 regions behind `+1` alone have several patterns each), and then every
 //! number recompiles the patterns it needs: 0.1–4 ms per number instead of tens of µs.
-//! [`parse_recipient_uncached`] therefore raises that capacity once to
-//! [`PATTERN_CACHE_CAPACITY`] (only patterns actually used are compiled and kept).
-//!
-//! The parse itself (country code, national digits) is the crate's; the region and the
-//! type are then read from the crate's metadata with each region's patterns compiled
-//! once (see `numbering`), which is several times cheaper than asking the crate.
+//! The full parser therefore raises that capacity once to [`PATTERN_CACHE_CAPACITY`]
+//! (only patterns actually used are compiled and kept).
 
 use std::sync::{LazyLock, Once};
 
@@ -85,25 +89,64 @@ static CACHE: LazyLock<Cache<String, Result<Recipient, Refusal>>> =
 /// number that can receive SMS (mobile, or fixed-line-or-mobile where a country's
 /// plan cannot tell them apart).
 ///
-/// Answers are cached per input (see the module documentation); the result is the same
-/// as [`parse_recipient_uncached`]'s.
+/// The full parser's answers are cached per input (see the module documentation); the
+/// result is the same as [`parse_recipient_uncached`]'s.
 pub fn parse_recipient(to: &str) -> Result<Recipient, Refusal> {
     let key = to.trim();
+    if let Some(recipient) = receiving_e164(key) {
+        return Ok(recipient);
+    }
     if key.len() > CACHE_MAX_KEY_LEN {
-        return parse_recipient_uncached(key);
+        return parse_with_libphonenumber(key);
     }
     if let Some(hit) = CACHE.get(key) {
         return hit;
     }
-    let answer = parse_recipient_uncached(key);
+    let answer = parse_with_libphonenumber(key);
     CACHE.insert(key.to_owned(), answer.clone());
     answer
 }
 
-/// [`parse_recipient`] without the cache: always asks libphonenumber.
+/// [`parse_recipient`] without the cache.
 pub fn parse_recipient_uncached(to: &str) -> Result<Recipient, Refusal> {
-    widen_pattern_cache();
     let to = to.trim();
+    receiving_e164(to).map_or_else(|| parse_with_libphonenumber(to), Ok)
+}
+
+/// The short way (see the module documentation): `to` when it is `+` and digits that
+/// make a number able to receive SMS, else `None` (the full parser decides).
+fn receiving_e164(to: &str) -> Option<Recipient> {
+    let (code, national) = split_e164(to)?;
+    match super::numbering::region_and_type_of(code, national) {
+        (Type::Mobile | Type::FixedLineOrMobile, Some(country)) => Some(Recipient {
+            e164: to.to_owned(),
+            country,
+        }),
+        _ => None,
+    }
+}
+
+/// Most digits an E.164 number has (country code included).
+const E164_MAX_DIGITS: usize = 15;
+
+/// `+` and only digits, at most [`E164_MAX_DIGITS`]: the country code (the digits'
+/// prefix that libphonenumber knows as one; codes are prefix-free) and the rest.
+fn split_e164(to: &str) -> Option<(u16, &str)> {
+    let digits = to.strip_prefix('+')?;
+    if digits.len() > E164_MAX_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let database = &*phonenumber::metadata::DATABASE;
+    (1..=3.min(digits.len())).find_map(|n| {
+        let code: u16 = digits[..n].parse().ok()?;
+        let known = database.region(&code).is_some_and(|ids| !ids.is_empty());
+        known.then(|| (code, &digits[n..]))
+    })
+}
+
+/// [`parse_recipient`] by libphonenumber's parser (any written form it accepts).
+fn parse_with_libphonenumber(to: &str) -> Result<Recipient, Refusal> {
+    widen_pattern_cache();
     if !to.starts_with('+') {
         return Err(Refusal::InvalidNumber(format!(
             "'{}' is not in international E.164 format (a leading + and the country code).",
@@ -205,6 +248,97 @@ mod tests {
         }
     }
 
+    /// `+code` and each example number of every type in every region of the metadata.
+    fn example_numbers() -> Vec<String> {
+        let mut numbers = Vec::new();
+        for meta in phonenumber::metadata::DATABASE.iter() {
+            let d = meta.descriptors();
+            let descriptors = [
+                Some(d.general()),
+                d.fixed_line(),
+                d.mobile(),
+                d.toll_free(),
+                d.premium_rate(),
+                d.shared_cost(),
+                d.voip(),
+                d.personal_number(),
+                d.pager(),
+                d.uan(),
+                d.voicemail(),
+            ];
+            numbers.extend(
+                descriptors
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.example())
+                    .map(|example| format!("+{}{example}", meta.country_code())),
+            );
+        }
+        numbers
+    }
+
+    #[test]
+    fn the_e164_shortcut_answers_like_libphonenumber_on_every_example_number() {
+        let numbers = example_numbers();
+        assert!(numbers.len() > 1000, "only {} examples", numbers.len());
+        let mut shortcut = 0;
+        for n in &numbers {
+            let answer = parse_recipient_uncached(n);
+            assert_eq!(answer, parse_with_libphonenumber(n), "{n}");
+            shortcut += usize::from(answer.is_ok());
+        }
+        assert!(shortcut > 200, "only {shortcut} examples can receive SMS");
+    }
+
+    #[test]
+    fn the_e164_shortcut_answers_like_libphonenumber_on_random_numbers() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let examples = example_numbers();
+        let mut accepted = 0;
+        let mut compared = 0;
+        for example in &examples {
+            for _ in 0..8 {
+                // The example with random digits in place of its last 1-6 (mostly still
+                // in a valid range), one digit more or less, or a national 0 put after
+                // the country code (libphonenumber strips some national prefixes).
+                let mut n = example.clone();
+                let tail = rng.random_range(1..=6).min(n.len() - 3);
+                n.truncate(n.len() - tail);
+                (0..tail).for_each(|_| n.push(char::from(b'0' + rng.random_range(0..10u8))));
+                match rng.random_range(0..10) {
+                    0 => n.push('5'),
+                    1 => {
+                        n.pop();
+                    }
+                    2 => n.insert(rng.random_range(2..4).min(n.len()), '0'),
+                    _ => {}
+                }
+                let answer = parse_recipient_uncached(&n);
+                assert_eq!(
+                    answer,
+                    parse_with_libphonenumber(&n),
+                    "{n} (from {example})"
+                );
+                accepted += usize::from(answer.is_ok());
+                compared += 1;
+            }
+        }
+        assert!(
+            accepted > compared / 20,
+            "{accepted} of {compared} accepted"
+        );
+        // Forms only the full parser reads agree too: spaces, a national prefix.
+        for n in ["+44 7400 123456", "+4407400123456", "+1 (202) 555-0143"] {
+            assert_eq!(
+                parse_recipient_uncached(n),
+                parse_with_libphonenumber(n),
+                "{n}"
+            );
+        }
+        assert!(parse_recipient_uncached("+44 7400 123456").is_ok());
+    }
+
     #[test]
     fn national_format_is_refused() {
         assert!(matches!(
@@ -251,7 +385,16 @@ mod tests {
             assert_eq!(parse_recipient(n), uncached, "{n:?}: first call");
             assert_eq!(parse_recipient(n), uncached, "{n:?}: second call");
         }
-        assert!(CACHE.get("+447400123456").is_some(), "valid number cached");
+        assert!(
+            CACHE.get("+447400123456").is_none(),
+            "E.164 mobile answered the short way, not cached"
+        );
+        assert!(CACHE.get("+44 7400 123456").is_none(), "not asked yet");
+        assert_eq!(
+            parse_recipient("+44 7400 123456"),
+            parse_recipient_uncached("+44 7400 123456")
+        );
+        assert!(CACHE.get("+44 7400 123456").is_some(), "full parse cached");
         assert!(CACHE.get("+abc").is_some(), "refusal cached");
         assert!(CACHE.get(long.as_str()).is_none(), "long input not cached");
     }

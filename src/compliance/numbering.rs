@@ -145,9 +145,13 @@ fn region(meta: &'static Metadata) -> Arc<Region> {
 /// phonenumber 0.3.10 drops them when it chooses the region and the type, so it types
 /// every Italian or Ivorian number `Unknown` while its own `is_valid` accepts it.
 pub(super) fn region_and_type(number: &PhoneNumber) -> (Type, Option<String>) {
+    region_and_type_of(number.code().value(), &number.national().to_string())
+}
+
+/// [`region_and_type`] of the number with country code `code` and national
+/// (significant) number `national`, leading zeros included.
+pub(super) fn region_and_type_of(code: u16, national: &str) -> (Type, Option<String>) {
     let database: &'static phonenumber::metadata::Database = &DATABASE;
-    let code = number.code().value();
-    let national = number.national().to_string();
     let ids = database.region(&code).unwrap_or_default();
     let single = ids.len() == 1;
     for id in ids {
@@ -161,8 +165,8 @@ pub(super) fn region_and_type(number: &PhoneNumber) -> (Type, Option<String>) {
             continue;
         };
         let region = region(meta);
-        let kind = region.number_type(&national);
-        if single || kind != Type::Unknown || region.leads(&national) {
+        let kind = region.number_type(national);
+        if single || kind != Type::Unknown || region.leads(national) {
             return (kind, (region.id != "001").then(|| region.id.to_owned()));
         }
     }
