@@ -13,6 +13,12 @@ const LATENCY_BUCKETS: &[f64] = &[
     300.0, 1800.0, 3600.0,
 ];
 
+/// Buckets (seconds) of HTTP response times: finer at the low end, where a
+/// healthy gateway answers.
+const HTTP_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// The gateway's metrics and the registry they live in.
 pub struct Metrics {
     registry: Registry,
@@ -56,6 +62,8 @@ pub struct Metrics {
     pub webhooks: IntCounterVec,
     /// Successful binds, by carrier.
     pub binds_total: IntCounterVec,
+    /// Time to answer an HTTP request, by route and status class (`2xx`, `4xx`, `5xx`).
+    pub http_request: HistogramVec,
     /// Accept → last segment's submit_sm_resp, by kind.
     pub accept_to_submit: HistogramVec,
     /// Submit → final receipt, by kind and carrier.
@@ -119,6 +127,15 @@ impl Metrics {
                 .expect("metric names are unique");
             h
         };
+        let http_request = HistogramVec::new(
+            HistogramOpts::new(
+                "smsgate_http_request_seconds",
+                "Time from an HTTP request's arrival at the router to its response, by route and status class.",
+            )
+            .buckets(HTTP_BUCKETS.to_vec()),
+            &["route", "status"],
+        )
+        .expect("metric definitions are static and valid");
         let store_commit_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "smsgate_store_commit_seconds",
@@ -152,10 +169,12 @@ impl Metrics {
             Box::new(store_commit_writes.clone()),
             Box::new(store_disk_bytes.clone()),
             Box::new(store_compacted.clone()),
+            Box::new(http_request.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
         Self {
+            http_request,
             store_commit_seconds,
             store_commit_writes,
             store_disk_bytes,

@@ -114,6 +114,7 @@ async fn bad_inputs_get_the_documented_4xx_code_never_a_5xx() {
             "payload_too_large",
         ),
     ];
+    let refused = cases.len() as f64;
     for (what, body, want_status, want_code) in cases {
         let (status, resp) = h.post_as(KEY, "/v1/messages", body).await;
         assert!(status < 500, "{what}: got {status}");
@@ -132,6 +133,17 @@ async fn bad_inputs_get_the_documented_4xx_code_never_a_5xx() {
             &["invalid_number"]
         ) >= 3.0
     );
+    // Each request's response time is observed by route and status class.
+    let answered = |class: &str| {
+        common::metric_sum(
+            &metrics,
+            "smsgate_http_request_seconds_count",
+            &["route=\"/v1/messages\"", &format!("status=\"{class}\"")],
+        )
+    };
+    assert_eq!(answered("4xx"), refused);
+    assert_eq!(answered("2xx"), 1.0);
+    assert_eq!(answered("5xx"), 0.0);
     h.stop().await;
 }
 

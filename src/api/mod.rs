@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::middleware::map_response_with_state;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{Next, from_fn_with_state, map_response_with_state};
 use axum::response::Response;
 use axum::routing::{get, post};
 
@@ -88,11 +88,37 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(openapi::serve))
+        .route_layer(from_fn_with_state(state.clone(), time_requests))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(limit)
         .layer(map_response_with_state(state.clone(), count_rejections))
         .with_state(state)
+}
+
+/// Observes how long each routed request took to answer
+/// (`smsgate_http_request_seconds`, by route template and status class).
+async fn time_requests(
+    State(state): State<AppState>,
+    route: MatchedPath,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let class = match response.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    state
+        .metrics
+        .http_request
+        .with_label_values(&[route.as_str(), class])
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 async fn not_found() -> ApiError {
