@@ -248,38 +248,9 @@ mod tests {
         }
     }
 
-    /// `+code` and each example number of every type in every region of the metadata.
-    fn example_numbers() -> Vec<String> {
-        let mut numbers = Vec::new();
-        for meta in phonenumber::metadata::DATABASE.iter() {
-            let d = meta.descriptors();
-            let descriptors = [
-                Some(d.general()),
-                d.fixed_line(),
-                d.mobile(),
-                d.toll_free(),
-                d.premium_rate(),
-                d.shared_cost(),
-                d.voip(),
-                d.personal_number(),
-                d.pager(),
-                d.uan(),
-                d.voicemail(),
-            ];
-            numbers.extend(
-                descriptors
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|e| e.example())
-                    .map(|example| format!("+{}{example}", meta.country_code())),
-            );
-        }
-        numbers
-    }
-
     #[test]
     fn the_e164_shortcut_answers_like_libphonenumber_on_every_example_number() {
-        let numbers = example_numbers();
+        let numbers = crate::compliance::numbering::example_numbers();
         assert!(numbers.len() > 1000, "only {} examples", numbers.len());
         let mut shortcut = 0;
         for n in &numbers {
@@ -294,7 +265,7 @@ mod tests {
     fn the_e164_shortcut_answers_like_libphonenumber_on_random_numbers() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let examples = example_numbers();
+        let examples = crate::compliance::numbering::example_numbers();
         let mut accepted = 0;
         let mut compared = 0;
         for example in &examples {

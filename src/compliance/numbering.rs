@@ -173,39 +173,46 @@ pub(super) fn region_and_type_of(code: u16, national: &str) -> (Type, Option<Str
     (Type::Unknown, None)
 }
 
+/// `+`, the country code and each example number of every type in every region
+/// of the metadata (for tests here and in `number`).
+#[cfg(test)]
+pub(super) fn example_numbers() -> Vec<String> {
+    let mut numbers = Vec::new();
+    for meta in DATABASE.iter() {
+        let d = meta.descriptors();
+        let descriptors = [
+            d.fixed_line(),
+            d.mobile(),
+            d.toll_free(),
+            d.premium_rate(),
+            d.shared_cost(),
+            d.voip(),
+            d.personal_number(),
+            d.pager(),
+            d.uan(),
+            d.voicemail(),
+        ];
+        numbers.extend(
+            descriptors
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.example())
+                .map(|example| format!("+{}{example}", meta.country_code())),
+        );
+    }
+    numbers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Every example number of every type in every region of the metadata.
     fn examples() -> Vec<PhoneNumber> {
-        let mut numbers = Vec::new();
-        for meta in DATABASE.iter() {
-            let d = meta.descriptors();
-            let descriptors = [
-                d.fixed_line(),
-                d.mobile(),
-                d.toll_free(),
-                d.premium_rate(),
-                d.shared_cost(),
-                d.voip(),
-                d.personal_number(),
-                d.pager(),
-                d.uan(),
-                d.voicemail(),
-            ];
-            for example in descriptors
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e.example())
-            {
-                let text = format!("+{}{example}", meta.country_code());
-                if let Ok(number) = phonenumber::parse(None, &text) {
-                    numbers.push(number);
-                }
-            }
-        }
-        numbers
+        example_numbers()
+            .iter()
+            .filter_map(|text| phonenumber::parse(None, text).ok())
+            .collect()
     }
 
     #[test]
