@@ -91,15 +91,12 @@ impl CallbackClient {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let exchange = async {
-            let response = self.plain.request(request).await.map_err(|e| {
-                let mut why = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    why = format!("{why}: {s}");
-                    source = s.source();
-                }
-                why
-            })?;
+            // `{:#}`: the error with its causes ("client error (Connect): …").
+            let response = self
+                .plain
+                .request(request)
+                .await
+                .map_err(|e| format!("{:#}", anyhow::Error::new(e)))?;
             let status = response.status();
             // Read what the receiver sent so the connection can be reused.
             let _ = Limited::new(response.into_body(), RESPONSE_BODY_LIMIT)

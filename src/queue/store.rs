@@ -164,6 +164,15 @@ impl WebhookEvent {
             due: at,
         })
     }
+
+    /// The event's place in the outbox.
+    pub fn position(&self) -> OutboxPosition {
+        OutboxPosition {
+            due: self.due,
+            message_id: self.message_id,
+            rank: self.rank,
+        }
+    }
 }
 
 /// Where an event sits in the outbox's order (due time, message, rank): a
@@ -187,17 +196,6 @@ impl OutboxPosition {
             due: due - chrono::TimeDelta::milliseconds(1),
             message_id: MessageId::from_bytes([0xFF; 16]),
             rank: u8::MAX,
-        }
-    }
-}
-
-impl WebhookEvent {
-    /// The event's place in the outbox.
-    pub fn position(&self) -> OutboxPosition {
-        OutboxPosition {
-            due: self.due,
-            message_id: self.message_id,
-            rank: self.rank,
         }
     }
 }

@@ -79,14 +79,6 @@ fn decode_record<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Stor
     }
 }
 
-fn encode_message(m: &Message) -> Vec<u8> {
-    encode_record(m)
-}
-
-fn decode_message(bytes: &[u8]) -> Result<Message, StoreError> {
-    decode_record(bytes)
-}
-
 fn message_key(id: MessageId) -> Vec<u8> {
     id.to_bytes().to_vec()
 }
@@ -192,7 +184,7 @@ impl DurableStore {
             let Some(bytes) = kv.get(Space::Messages, &key)? else {
                 continue;
             };
-            let message = decode_message(&bytes)?;
+            let message: Message = decode_record(&bytes)?;
             if message.status == Status::Queued {
                 // Partly submitted: its receipts must match, but it waits in
                 // `ready` like any other ready message.
@@ -253,7 +245,7 @@ impl DurableStore {
     /// keeping the ready, schedule and tracked indexes in step.
     fn persist(m: &Message, before: Option<Status>, shared: bool, writes: &mut Vec<Write>) {
         let key = message_key(m.id);
-        writes.push(Write::Put(Space::Messages, key.clone(), encode_message(m)));
+        writes.push(Write::Put(Space::Messages, key.clone(), encode_record(m)));
         let was = |s: Status| before == Some(s);
         if m.status == Status::Queued && !was(Status::Queued) {
             writes.push(Write::Put(Space::Ready, ready_key(m), Vec::new()));
@@ -348,7 +340,7 @@ impl DurableStore {
         bytes
             .into_iter()
             .flatten()
-            .map(|b| decode_message(&b))
+            .map(|b| decode_record::<Message>(&b))
             .collect()
     }
 
@@ -430,7 +422,7 @@ impl Store for DurableStore {
                 }
             })
             .await?;
-        bytes.map(|b| decode_message(&b)).transpose()
+        bytes.map(|b| decode_record::<Message>(&b)).transpose()
     }
 
     fn held(&self, id: MessageId) -> Option<Message> {
