@@ -240,6 +240,11 @@ pub struct StoreConfig {
     /// next, at least: under load each sync carries more writes (less CPU
     /// per message), at the cost of up to this much latency per commit.
     pub commit_interval_us: u64,
+    /// The embedded store commits to smsgate's own write-ahead log (one
+    /// append and fdatasync) and applies to fjall behind it, so fjall's
+    /// pauses while it writes a memtable out do not reach the commit.
+    /// `false` commits to fjall's journal directly.
+    pub write_ahead_log: bool,
     /// Hours an Idempotency-Key is remembered.
     pub idempotency_hours: u32,
     /// Where the `redis` backend keeps everything (`[store.redis]`).
@@ -297,6 +302,7 @@ impl Default for StoreConfig {
             max_backlog: 1_000_000,
             max_batch: 4096,
             commit_interval_us: 1000,
+            write_ahead_log: true,
             idempotency_hours: 24,
             redis: RedisConfig::default(),
         }

@@ -90,6 +90,9 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     /// Writes per group commit.
     pub store_commit_writes: Histogram,
+    /// Duration of applying one committed batch to fjall behind the
+    /// write-ahead log.
+    pub store_apply_seconds: Histogram,
     /// Bytes the durable store uses on disk.
     pub store_disk_bytes: IntGauge,
     /// Records removed by compaction (retention, expired idempotency keys).
@@ -154,6 +157,14 @@ impl Metrics {
             ]),
         )
         .expect("metric definitions are static and valid");
+        let store_apply_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "smsgate_store_apply_seconds",
+                "Duration of applying one committed batch to fjall behind the write-ahead log.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("metric definitions are static and valid");
         let store_disk_bytes = IntGauge::new(
             "smsgate_store_disk_bytes",
             "Bytes the durable store uses on disk.",
@@ -167,6 +178,7 @@ impl Metrics {
         for c in [
             Box::new(store_commit_seconds.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(store_commit_writes.clone()),
+            Box::new(store_apply_seconds.clone()),
             Box::new(store_disk_bytes.clone()),
             Box::new(store_compacted.clone()),
             Box::new(http_request.clone()),
@@ -177,6 +189,7 @@ impl Metrics {
             http_request,
             store_commit_seconds,
             store_commit_writes,
+            store_apply_seconds,
             store_disk_bytes,
             store_compacted,
             accepted: counter(

@@ -3,11 +3,15 @@
 //! server ([`RedisKv`]). Everything the store writes goes through
 //! [`Kv::commit`] as one atomic batch.
 
+use std::ops::Bound;
 use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use prometheus::Histogram;
 
+use super::applier::{Ahead, Target};
 use super::redis_kv::{Adopted, Pairs, RedisKv};
+use super::wal::{self, Wal};
 use crate::queue::StoreError;
 
 /// The keyspaces (tables) of the store.
@@ -55,6 +59,28 @@ pub(crate) const NODE_SPACES: [Space; 7] = [
     Space::OutboxByMessage,
 ];
 
+impl Space {
+    /// The keyspace with this index (`space as u8`).
+    pub(crate) fn from_index(i: u8) -> Option<Self> {
+        const ALL: [Space; 13] = [
+            Space::Messages,
+            Space::Tracked,
+            Space::Finished,
+            Space::Idempotency,
+            Space::IdempotencyByTime,
+            Space::Preferences,
+            Space::Inbound,
+            Space::InboundByTime,
+            Space::Ready,
+            Space::Scheduled,
+            Space::Outbox,
+            Space::OutboxByMessage,
+            Space::SmscOwner,
+        ];
+        ALL.get(usize::from(i)).copied()
+    }
+}
+
 /// Keyspace names, indexed by [`Space`].
 pub(crate) const SPACES: [&str; 13] = [
     "messages",
@@ -81,6 +107,15 @@ pub(crate) enum Write {
     Delete(Space, Vec<u8>),
 }
 
+impl Write {
+    /// The keyspace and key written.
+    pub(crate) fn target(&self) -> (Space, &[u8]) {
+        match self {
+            Write::Put(s, k, _) | Write::Delete(s, k) => (*s, k),
+        }
+    }
+}
+
 /// The database the store writes to.
 pub(crate) enum Kv {
     /// The embedded fjall database in a local directory.
@@ -90,16 +125,13 @@ pub(crate) enum Kv {
 }
 
 impl Kv {
-    /// Applies the writes atomically. With `sync`, fsyncs the journal before
-    /// returning (fjall; Redis persists by its own `appendfsync` setting).
-    pub(crate) fn commit<'a>(
-        &self,
-        writes: impl Iterator<Item = &'a Write>,
-        sync: bool,
-    ) -> Result<(), StoreError> {
+    /// Applies the writes atomically. With `sync`, fsyncs before returning
+    /// (fjall: its write-ahead log, or its journal without one; Redis
+    /// persists by its own `appendfsync` setting).
+    pub(crate) fn commit(&self, writes: Vec<Write>, sync: bool) -> Result<(), StoreError> {
         match self {
             Kv::Fjall(f) => f.commit(writes, sync),
-            Kv::Redis(r) => r.commit(writes),
+            Kv::Redis(r) => r.commit(writes.iter()),
         }
     }
 
@@ -279,10 +311,19 @@ impl Kv {
     }
 }
 
-/// The fjall database and its keyspaces.
+/// The fjall database and its keyspaces, with smsgate's write-ahead log in
+/// front when opened with one ([`super::applier`]).
 pub(crate) struct FjallKv {
-    db: Database,
-    spaces: Vec<Keyspace>,
+    trees: Trees,
+    ahead: Option<Ahead>,
+}
+
+/// The write-ahead log's settings.
+pub(crate) struct AheadLog {
+    /// fdatasync every commit.
+    pub(crate) sync: bool,
+    /// Observes how long fjall takes to apply each batch.
+    pub(crate) apply_seconds: Option<Histogram>,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -290,8 +331,195 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl FjallKv {
-    /// Opens (or creates) the database in `path`, replaying its journal.
-    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (or creates) the database in `path`, replaying its journal and
+    /// then what a write-ahead log left in `path/wal`. With `log`, commits
+    /// go to the write-ahead log from now on; without, to fjall directly.
+    pub(crate) fn open(path: &Path, log: Option<AheadLog>) -> Result<Self, StoreError> {
+        let trees = Trees::open(path)?;
+        let wal_dir = path.join("wal");
+        let mut replayed = 0usize;
+        let segments = Wal::replay(&wal_dir, |batch| {
+            replayed += 1;
+            trees.apply(&batch)
+        })?;
+        if replayed > 0 {
+            tracing::info!(batches = replayed, "write-ahead log replayed");
+        }
+        trees.persist()?;
+        wal::remove_segments(&segments);
+        let ahead = match log {
+            Some(log) => Some(Ahead::start(
+                &wal_dir,
+                log.sync,
+                trees.clone(),
+                log.apply_seconds,
+            )?),
+            None => None,
+        };
+        Ok(Self { trees, ahead })
+    }
+
+    /// Applies the writes atomically. With the write-ahead log: appends
+    /// them to it (synced if it syncs) and leaves fjall to the applier.
+    /// Without: with `sync`, fsyncs fjall's journal before returning; without,
+    /// hands it to the OS (survives a process crash).
+    pub(crate) fn commit(&self, writes: Vec<Write>, sync: bool) -> Result<(), StoreError> {
+        match &self.ahead {
+            Some(ahead) => ahead.commit(writes),
+            None => {
+                let mode = if sync {
+                    PersistMode::SyncData
+                } else {
+                    PersistMode::Buffer
+                };
+                self.trees.commit(&writes, Some(mode))
+            }
+        }
+    }
+
+    /// Reads one value.
+    pub(crate) fn get(&self, s: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        // The overlay first: a write leaves it only after fjall has it.
+        if let Some(pending) = self.ahead.as_ref().and_then(|a| a.overlay().get(s, key)) {
+            return Ok(pending);
+        }
+        let value = self.trees.space(s).get(key).map_err(backend)?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    /// Every value of a keyspace, in key order.
+    pub(crate) fn values(&self, s: Space) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(values_of(self.scan(s, &[], None, usize::MAX, true)?))
+    }
+
+    /// Every key of a keyspace, in order.
+    pub(crate) fn keys(&self, s: Space) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(keys_of(self.scan(s, &[], None, usize::MAX, false)?))
+    }
+
+    /// Up to `limit` keys from `lower` (inclusive) to `upper` (exclusive), in order.
+    pub(crate) fn keys_between(
+        &self,
+        s: Space,
+        lower: &[u8],
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(keys_of(self.scan(s, lower, Some(upper), limit, false)?))
+    }
+
+    /// Up to `limit` values with keys from `lower` (inclusive) to `upper`
+    /// (exclusive), in key order.
+    pub(crate) fn values_between(
+        &self,
+        s: Space,
+        lower: &[u8],
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(values_of(self.scan(s, lower, Some(upper), limit, true)?))
+    }
+
+    /// Up to `limit` entries from `lower` (inclusive) to `upper` (exclusive;
+    /// `None`: to the end), in key order: fjall's, with the overlay's
+    /// pending writes laid over them. Values are empty unless asked for.
+    fn scan(
+        &self,
+        s: Space,
+        lower: &[u8],
+        upper: Option<&[u8]>,
+        limit: usize,
+        values: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        // The overlay before fjall: what leaves it meanwhile is in fjall.
+        let pending = match &self.ahead {
+            Some(a) => a.overlay().range(s, lower, upper, values),
+            None => Vec::new(),
+        };
+        let deletes = pending.iter().filter(|(_, v)| v.is_none()).count();
+        let bounds = (
+            Bound::Included(lower),
+            upper.map_or(Bound::Unbounded, Bound::Excluded),
+        );
+        let stored = self
+            .trees
+            .space(s)
+            .range::<&[u8], _>(bounds)
+            .take(limit.saturating_add(deletes))
+            .map(|g| {
+                if values {
+                    g.into_inner().map(|(k, v)| (k.to_vec(), v.to_vec()))
+                } else {
+                    g.key().map(|k| (k.to_vec(), Vec::new()))
+                }
+                .map_err(backend)
+            });
+        if pending.is_empty() {
+            return stored.collect();
+        }
+        lay_over(stored, pending, limit)
+    }
+
+    /// Bytes on disk.
+    pub(crate) fn disk_space(&self) -> u64 {
+        self.trees.db.disk_space().unwrap_or(0)
+    }
+
+    /// fsyncs everything committed so far (with the write-ahead log: once
+    /// fjall has applied it all; the log is emptied).
+    pub(crate) fn persist(&self) -> Result<(), StoreError> {
+        match &self.ahead {
+            Some(ahead) => ahead.persist(&self.trees),
+            None => self.trees.persist(),
+        }
+    }
+}
+
+fn keys_of(entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Vec<u8>> {
+    entries.into_iter().map(|(k, _)| k).collect()
+}
+
+fn values_of(entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Vec<u8>> {
+    entries.into_iter().map(|(_, v)| v).collect()
+}
+
+/// Merges `stored` (fjall's entries, in key order, at least `limit` plus the
+/// number of pending deletes of them if there are that many) with `pending`
+/// (the overlay's, in key order; `None` = deleted): the first `limit`.
+fn lay_over(
+    stored: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>>,
+    pending: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    let mut out = Vec::new();
+    let mut pending = pending.into_iter().peekable();
+    for entry in stored {
+        let (key, value) = entry?;
+        while let Some((k, v)) = pending.next_if(|(k, _)| *k < key) {
+            out.extend(v.map(|v| (k, v)));
+        }
+        match pending.next_if(|(k, _)| *k == key) {
+            Some((k, v)) => out.extend(v.map(|v| (k, v))),
+            None => out.push((key, value)),
+        }
+        if out.len() >= limit {
+            break;
+        }
+    }
+    out.extend(pending.filter_map(|(k, v)| v.map(|v| (k, v))));
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// fjall's database and keyspace handles (cheap to clone).
+#[derive(Clone)]
+struct Trees {
+    db: Database,
+    spaces: Vec<Keyspace>,
+}
+
+impl Trees {
+    fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(path).open().map_err(|e| match e {
             fjall::Error::Locked => StoreError::Backend(format!(
                 "{} is in use by another smsgate process",
@@ -311,19 +539,8 @@ impl FjallKv {
         &self.spaces[s as usize]
     }
 
-    /// Applies the writes atomically. With `sync`, fsyncs the journal before
-    /// returning; without, hands it to the OS (survives a process crash).
-    pub(crate) fn commit<'a>(
-        &self,
-        writes: impl Iterator<Item = &'a Write>,
-        sync: bool,
-    ) -> Result<(), StoreError> {
-        let mode = if sync {
-            PersistMode::SyncData
-        } else {
-            PersistMode::Buffer
-        };
-        let mut batch = self.db.batch().durability(Some(mode));
+    fn commit(&self, writes: &[Write], mode: Option<PersistMode>) -> Result<(), StoreError> {
+        let mut batch = self.db.batch().durability(mode);
         for w in writes {
             match w {
                 Write::Put(s, k, v) => batch.insert(self.space(*s), k.as_slice(), v.as_slice()),
@@ -332,66 +549,134 @@ impl FjallKv {
         }
         batch.commit().map_err(backend)
     }
+}
 
-    /// Reads one value.
-    pub(crate) fn get(&self, s: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.space(s).get(key).map_err(backend)?.map(|v| v.to_vec()))
+impl Target for Trees {
+    fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
+        // No sync: the write-ahead log holds the batch until `persist`.
+        self.commit(batch, None)
     }
 
-    /// Every value of a keyspace, in key order.
-    pub(crate) fn values(&self, s: Space) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.space(s)
-            .iter()
-            .map(|g| g.into_inner().map(|(_, v)| v.to_vec()).map_err(backend))
-            .collect()
-    }
-
-    /// Every key of a keyspace, in order.
-    pub(crate) fn keys(&self, s: Space) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.space(s)
-            .iter()
-            .map(|g| g.key().map(|k| k.to_vec()).map_err(backend))
-            .collect()
-    }
-
-    /// Up to `limit` keys from `lower` (inclusive) to `upper` (exclusive), in order.
-    pub(crate) fn keys_between(
-        &self,
-        s: Space,
-        lower: &[u8],
-        upper: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.space(s)
-            .range(lower..upper)
-            .take(limit)
-            .map(|g| g.key().map(|k| k.to_vec()).map_err(backend))
-            .collect()
-    }
-
-    /// Up to `limit` values with keys from `lower` (inclusive) to `upper`
-    /// (exclusive), in key order.
-    pub(crate) fn values_between(
-        &self,
-        s: Space,
-        lower: &[u8],
-        upper: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.space(s)
-            .range(lower..upper)
-            .take(limit)
-            .map(|g| g.into_inner().map(|(_, v)| v.to_vec()).map_err(backend))
-            .collect()
-    }
-
-    /// Bytes on disk.
-    pub(crate) fn disk_space(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
-    }
-
-    /// fsyncs everything written so far.
-    pub(crate) fn persist(&self) -> Result<(), StoreError> {
+    fn persist(&self) -> Result<(), StoreError> {
         self.db.persist(PersistMode::SyncAll).map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::durable::applier::Ahead;
+
+    fn put(s: Space, k: &str, v: &str) -> Write {
+        Write::Put(s, k.as_bytes().to_vec(), v.as_bytes().to_vec())
+    }
+
+    fn del(s: Space, k: &str) -> Write {
+        Write::Delete(s, k.as_bytes().to_vec())
+    }
+
+    fn logged(dir: &Path) -> FjallKv {
+        let log = AheadLog {
+            sync: true,
+            apply_seconds: None,
+        };
+        FjallKv::open(dir, Some(log)).expect("opens")
+    }
+
+    fn strings(v: Vec<Vec<u8>>) -> Vec<String> {
+        v.into_iter()
+            .map(|b| String::from_utf8(b).expect("utf-8"))
+            .collect()
+    }
+
+    #[test]
+    fn pending_writes_lay_over_stored_ones_in_key_order_up_to_the_limit() {
+        let stored = ["a", "c", "e", "g"]
+            .map(|k| Ok((k.as_bytes().to_vec(), b"old".to_vec())))
+            .into_iter();
+        let pending = vec![
+            (b"b".to_vec(), Some(b"new".to_vec())),
+            (b"c".to_vec(), None),
+            (b"e".to_vec(), Some(b"new".to_vec())),
+            (b"h".to_vec(), Some(b"new".to_vec())),
+        ];
+        let merged = lay_over(stored.clone(), pending.clone(), 10).expect("merges");
+        let keys: Vec<_> = merged.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(
+            keys,
+            [("a", "old"), ("b", "new"), ("e", "new"), ("g", "old"), ("h", "new")]
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        );
+        let first_three = lay_over(stored, pending, 3).expect("merges");
+        assert_eq!(keys_of(first_three), [b"a".to_vec(), b"b".to_vec(), b"e".to_vec()]);
+    }
+
+    #[test]
+    fn committed_writes_read_back_at_once_and_after_fjall_has_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kv = logged(dir.path());
+        let s = Space::Ready;
+        kv.commit(vec![put(s, "k1", "1"), put(s, "k2", "2"), put(s, "k3", "3")], true)
+            .expect("commits");
+        kv.commit(vec![del(s, "k2"), put(s, "k3", "three")], true)
+            .expect("commits");
+        for round in ["right after the commit", "after persist"] {
+            assert_eq!(kv.get(s, b"k2").expect("reads"), None, "{round}");
+            assert_eq!(kv.get(s, b"k3").expect("reads"), Some(b"three".to_vec()), "{round}");
+            assert_eq!(strings(kv.keys(s).expect("reads")), ["k1", "k3"], "{round}");
+            assert_eq!(
+                strings(kv.values_between(s, b"k", b"l", 1).expect("reads")),
+                ["1"],
+                "{round}"
+            );
+            kv.persist().expect("persists");
+        }
+        assert!(
+            kv.ahead.as_ref().is_some_and(|a| a.overlay().range(s, b"", None, false).is_empty()),
+            "fjall has everything: nothing is pending"
+        );
+    }
+
+    /// Stands for a fjall that never got to apply anything (a crash right
+    /// after the log's fdatasync).
+    struct NeverApplies;
+
+    impl Target for NeverApplies {
+        fn apply(&self, _: &[Write]) -> Result<(), StoreError> {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+            Ok(())
+        }
+        fn persist(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn what_the_log_holds_and_fjall_does_not_is_applied_on_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Earlier state in fjall that the log's batches change.
+        {
+            let kv = FjallKv::open(dir.path(), None).expect("opens");
+            kv.commit(vec![put(Space::Messages, "m1", "queued")], true)
+                .expect("commits");
+        }
+        let ahead = Ahead::start(&dir.path().join("wal"), true, NeverApplies, None)
+            .expect("starts");
+        ahead
+            .commit(vec![put(Space::Messages, "m1", "sent"), put(Space::Tracked, "m1", "")])
+            .expect("commits");
+        ahead
+            .commit(vec![put(Space::Messages, "m2", "queued")])
+            .expect("commits");
+        // The "crash": the applier is stuck, the process goes away.
+        std::mem::forget(ahead);
+        let kv = FjallKv::open(dir.path(), None).expect("reopens");
+        assert_eq!(kv.get(Space::Messages, b"m1").expect("reads"), Some(b"sent".to_vec()));
+        assert_eq!(kv.get(Space::Messages, b"m2").expect("reads"), Some(b"queued".to_vec()));
+        assert_eq!(strings(kv.keys(Space::Tracked).expect("reads")), ["m1"]);
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("wal"))
+            .expect("lists")
+            .collect();
+        assert!(left.is_empty(), "replayed segments are removed: {left:?}");
     }
 }

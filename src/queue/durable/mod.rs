@@ -15,8 +15,10 @@
 //! bounded by the submits in flight (window × binds), because a bind holds a
 //! window slot until the outcome of its submit is committed.
 
+mod applier;
 mod kv;
 mod redis_kv;
+mod wal;
 mod writer;
 
 use std::collections::HashMap;
@@ -34,7 +36,7 @@ use super::store::{
 use crate::config::{Durability, StoreBackend, StoreConfig};
 use crate::message::{Applied, Kind, Message, MessageId, Status, Transition};
 use crate::metrics::Metrics;
-use kv::{FjallKv, Kv, Space, Write};
+use kv::{AheadLog, FjallKv, Kv, Space, Write};
 pub use writer::GroupCommit;
 use writer::{Writer, committed};
 
@@ -164,7 +166,11 @@ impl DurableStore {
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(path)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", path.display())))?;
-        let kv = Kv::Fjall(FjallKv::open(path)?);
+        let log = group.write_ahead_log.then(|| AheadLog {
+            sync: durability == Durability::Fsync,
+            apply_seconds: Some(metrics.store_apply_seconds.clone()),
+        });
+        let kv = Kv::Fjall(FjallKv::open(path, log)?);
         Self::recover(kv, &path.display().to_string(), durability, group, metrics)
     }
 
@@ -854,6 +860,7 @@ mod tests {
         let group = GroupCommit {
             max_batch: 1024,
             min_interval: std::time::Duration::ZERO,
+            write_ahead_log: true,
         };
         DurableStore::open_at(dir, Durability::Fsync, group, Arc::new(Metrics::new()))
             .expect("store opens")

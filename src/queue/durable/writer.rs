@@ -28,6 +28,9 @@ pub struct GroupCommit {
     pub max_batch: usize,
     /// Least time from the start of one commit to the start of the next.
     pub min_interval: Duration,
+    /// Commit to smsgate's write-ahead log and let fjall apply behind it
+    /// (the embedded store; see `queue/durable/wal.rs`).
+    pub write_ahead_log: bool,
 }
 
 impl GroupCommit {
@@ -36,6 +39,7 @@ impl GroupCommit {
         Self {
             max_batch: config.max_batch,
             min_interval: Duration::from_micros(config.commit_interval_us),
+            write_ahead_log: config.write_ahead_log,
         }
     }
 }
@@ -131,7 +135,11 @@ fn run(kv: &Kv, rx: &Receiver<Job>, sync: bool, group: GroupCommit, metrics: &Me
         }
         let started = Instant::now();
         last_start = Some(started);
-        let result = kv.commit(jobs.iter().flat_map(|j| j.writes.iter()), sync);
+        let writes = jobs
+            .iter_mut()
+            .flat_map(|j| std::mem::take(&mut j.writes))
+            .collect();
+        let result = kv.commit(writes, sync);
         metrics
             .store_commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -151,11 +159,12 @@ mod tests {
     use crate::queue::durable::kv::{FjallKv, Space};
 
     fn start(dir: &std::path::Path, min_interval: Duration) -> (Writer, Arc<Metrics>) {
-        let kv = Arc::new(Kv::Fjall(FjallKv::open(dir).expect("opens")));
+        let kv = Arc::new(Kv::Fjall(FjallKv::open(dir, None).expect("opens")));
         let metrics = Arc::new(Metrics::new());
         let group = GroupCommit {
             max_batch: 4096,
             min_interval,
+            write_ahead_log: false,
         };
         (Writer::start(kv, true, group, metrics.clone()), metrics)
     }
