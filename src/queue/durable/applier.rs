@@ -82,7 +82,9 @@ impl Overlay {
         );
         map.range::<[u8], _>(bounds)
             .map(|(k, p)| {
-                let value = p.value().map(|v| if values { v.to_vec() } else { Vec::new() });
+                let value = p
+                    .value()
+                    .map(|v| if values { v.to_vec() } else { Vec::new() });
                 (k.clone(), value)
             })
             .collect()

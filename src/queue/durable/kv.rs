@@ -430,7 +430,7 @@ impl FjallKv {
         upper: Option<&[u8]>,
         limit: usize,
         values: bool,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Pairs, StoreError> {
         // The overlay before fjall: what leaves it meanwhile is in fjall.
         let pending = match &self.ahead {
             Some(a) => a.overlay().range(s, lower, upper, values),
@@ -475,11 +475,11 @@ impl FjallKv {
     }
 }
 
-fn keys_of(entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Vec<u8>> {
+fn keys_of(entries: Pairs) -> Vec<Vec<u8>> {
     entries.into_iter().map(|(k, _)| k).collect()
 }
 
-fn values_of(entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Vec<u8>> {
+fn values_of(entries: Pairs) -> Vec<Vec<u8>> {
     entries.into_iter().map(|(_, v)| v).collect()
 }
 
@@ -490,7 +490,7 @@ fn lay_over(
     stored: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>>,
     pending: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     limit: usize,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+) -> Result<Pairs, StoreError> {
     let mut out = Vec::new();
     let mut pending = pending.into_iter().peekable();
     for entry in stored {
@@ -604,11 +604,20 @@ mod tests {
         let keys: Vec<_> = merged.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         assert_eq!(
             keys,
-            [("a", "old"), ("b", "new"), ("e", "new"), ("g", "old"), ("h", "new")]
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            [
+                ("a", "old"),
+                ("b", "new"),
+                ("e", "new"),
+                ("g", "old"),
+                ("h", "new")
+            ]
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
         );
         let first_three = lay_over(stored, pending, 3).expect("merges");
-        assert_eq!(keys_of(first_three), [b"a".to_vec(), b"b".to_vec(), b"e".to_vec()]);
+        assert_eq!(
+            keys_of(first_three),
+            [b"a".to_vec(), b"b".to_vec(), b"e".to_vec()]
+        );
     }
 
     #[test]
@@ -616,13 +625,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let kv = logged(dir.path());
         let s = Space::Ready;
-        kv.commit(vec![put(s, "k1", "1"), put(s, "k2", "2"), put(s, "k3", "3")], true)
-            .expect("commits");
+        kv.commit(
+            vec![put(s, "k1", "1"), put(s, "k2", "2"), put(s, "k3", "3")],
+            true,
+        )
+        .expect("commits");
         kv.commit(vec![del(s, "k2"), put(s, "k3", "three")], true)
             .expect("commits");
         for round in ["right after the commit", "after persist"] {
             assert_eq!(kv.get(s, b"k2").expect("reads"), None, "{round}");
-            assert_eq!(kv.get(s, b"k3").expect("reads"), Some(b"three".to_vec()), "{round}");
+            assert_eq!(
+                kv.get(s, b"k3").expect("reads"),
+                Some(b"three".to_vec()),
+                "{round}"
+            );
             assert_eq!(strings(kv.keys(s).expect("reads")), ["k1", "k3"], "{round}");
             assert_eq!(
                 strings(kv.values_between(s, b"k", b"l", 1).expect("reads")),
@@ -632,7 +648,9 @@ mod tests {
             kv.persist().expect("persists");
         }
         assert!(
-            kv.ahead.as_ref().is_some_and(|a| a.overlay().range(s, b"", None, false).is_empty()),
+            kv.ahead
+                .as_ref()
+                .is_some_and(|a| a.overlay().range(s, b"", None, false).is_empty()),
             "fjall has everything: nothing is pending"
         );
     }
@@ -660,10 +678,13 @@ mod tests {
             kv.commit(vec![put(Space::Messages, "m1", "queued")], true)
                 .expect("commits");
         }
-        let ahead = Ahead::start(&dir.path().join("wal"), true, NeverApplies, None)
-            .expect("starts");
+        let ahead =
+            Ahead::start(&dir.path().join("wal"), true, NeverApplies, None).expect("starts");
         ahead
-            .commit(vec![put(Space::Messages, "m1", "sent"), put(Space::Tracked, "m1", "")])
+            .commit(vec![
+                put(Space::Messages, "m1", "sent"),
+                put(Space::Tracked, "m1", ""),
+            ])
             .expect("commits");
         ahead
             .commit(vec![put(Space::Messages, "m2", "queued")])
@@ -671,8 +692,14 @@ mod tests {
         // The "crash": the applier is stuck, the process goes away.
         std::mem::forget(ahead);
         let kv = FjallKv::open(dir.path(), None).expect("reopens");
-        assert_eq!(kv.get(Space::Messages, b"m1").expect("reads"), Some(b"sent".to_vec()));
-        assert_eq!(kv.get(Space::Messages, b"m2").expect("reads"), Some(b"queued".to_vec()));
+        assert_eq!(
+            kv.get(Space::Messages, b"m1").expect("reads"),
+            Some(b"sent".to_vec())
+        );
+        assert_eq!(
+            kv.get(Space::Messages, b"m2").expect("reads"),
+            Some(b"queued".to_vec())
+        );
         assert_eq!(strings(kv.keys(Space::Tracked).expect("reads")), ["m1"]);
         let left: Vec<_> = std::fs::read_dir(dir.path().join("wal"))
             .expect("lists")

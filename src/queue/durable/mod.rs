@@ -1,6 +1,8 @@
 //! The durable [`Store`]: every message, status change, SMSC id and
 //! idempotency key is committed to an embedded database (fjall) before the
-//! caller hears "done", in group commits shared by concurrent requests.
+//! caller hears "done", in group commits shared by concurrent requests. By
+//! default a commit is done once it is in smsgate's own write-ahead log
+//! ([`wal`]); fjall applies it right behind ([`applier`]).
 //!
 //! Indexes kept in the same commits: `ready` (every `queued` message, per
 //! kind and account in id order — the scheduler pages from it), `scheduled`

@@ -37,7 +37,10 @@ const PUT: u8 = 0;
 const DELETE: u8 = 1;
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Backend(format!("write-ahead log: cannot {what} {}: {e}", path.display()))
+    StoreError::Backend(format!(
+        "write-ahead log: cannot {what} {}: {e}",
+        path.display()
+    ))
 }
 
 /// The segment being appended to.
