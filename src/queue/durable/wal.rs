@@ -350,15 +350,19 @@ mod tests {
         assert_eq!(segments.len(), closed.len() + 1);
     }
 
-    #[test]
-    fn a_torn_last_record_is_dropped_and_the_rest_replayed() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut wal = Wal::create(dir.path(), false).expect("creates");
+    /// A log of batches 0, 1 and 2 in one segment; returns that segment.
+    fn three_batches(dir: &Path) -> PathBuf {
+        let mut wal = Wal::create(dir, false).expect("creates");
         for i in 0..3 {
             wal.append(&batch(i)).expect("appends");
         }
-        let path = wal.path.clone();
-        drop(wal);
+        wal.path.clone()
+    }
+
+    #[test]
+    fn a_torn_last_record_is_dropped_and_the_rest_replayed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = three_batches(dir.path());
         let len = std::fs::metadata(&path).expect("segment").len();
         let f = OpenOptions::new().write(true).open(&path).expect("opens");
         f.set_len(len - 7).expect("truncates");
@@ -369,12 +373,7 @@ mod tests {
     #[test]
     fn a_flipped_byte_ends_replay_at_that_record() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut wal = Wal::create(dir.path(), false).expect("creates");
-        for i in 0..3 {
-            wal.append(&batch(i)).expect("appends");
-        }
-        let path = wal.path.clone();
-        drop(wal);
+        let path = three_batches(dir.path());
         let mut bytes = std::fs::read(&path).expect("reads");
         let second = bytes.len() / 3 + 40;
         bytes[second] ^= 0x55;
