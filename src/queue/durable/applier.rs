@@ -176,8 +176,9 @@ pub(crate) struct Ahead {
 }
 
 impl Ahead {
-    /// Starts the applier over `target` with an empty log in `dir`; replay
-    /// what an earlier log holds into `target` first ([`Wal::replay`]).
+    /// Starts the applier over `target` with a new, empty log in `dir`.
+    /// Whatever an earlier log in `dir` holds must have been replayed into
+    /// `target` and made durable before ([`Wal::replay`]).
     pub(crate) fn start(
         dir: &std::path::Path,
         sync: bool,
