@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use prometheus::Histogram;
 
-use super::kv::{SPACES, Space, Write};
+use super::kv::{Space, Write};
 use super::wal::{self, Wal};
 use crate::queue::StoreError;
 
@@ -48,7 +48,7 @@ pub(crate) struct Overlay {
 impl Overlay {
     fn new() -> Self {
         Self {
-            spaces: SPACES.iter().map(|_| RwLock::default()).collect(),
+            spaces: Space::ALL.iter().map(|_| RwLock::default()).collect(),
         }
     }
 
@@ -90,28 +90,48 @@ impl Overlay {
             .collect()
     }
 
+    /// The keyspaces a batch writes to, each once, in order of first use.
+    fn spaces_of(batch: &[Write]) -> impl Iterator<Item = Space> {
+        let mut seen = 0u32;
+        let mut order = Vec::with_capacity(4);
+        for w in batch {
+            let s = w.target().0;
+            if seen & (1 << s as u32) == 0 {
+                seen |= 1 << s as u32;
+                order.push(s);
+            }
+        }
+        order.into_iter()
+    }
+
+    /// Adds a committed batch; each keyspace's lock is taken once.
     fn insert(&self, seq: u64, batch: &Arc<Vec<Write>>) {
-        for (index, w) in batch.iter().enumerate() {
-            let (s, key) = w.target();
-            let pending = Pending {
-                seq,
-                batch: batch.clone(),
-                index,
-            };
-            self.space(s)
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key.to_vec(), pending);
+        for s in Self::spaces_of(batch) {
+            let mut map = self.space(s).write().unwrap_or_else(|p| p.into_inner());
+            for (index, w) in batch.iter().enumerate() {
+                let (ws, key) = w.target();
+                if ws == s {
+                    let pending = Pending {
+                        seq,
+                        batch: batch.clone(),
+                        index,
+                    };
+                    map.insert(key.to_vec(), pending);
+                }
+            }
         }
     }
 
-    /// Forgets the batch's writes that no later batch overwrote.
+    /// Forgets the batch's writes that no later batch overwrote; each
+    /// keyspace's lock is taken once.
     fn remove(&self, seq: u64, batch: &[Write]) {
-        for w in batch {
-            let (s, key) = w.target();
+        for s in Self::spaces_of(batch) {
             let mut map = self.space(s).write().unwrap_or_else(|p| p.into_inner());
-            if map.get(key).is_some_and(|p| p.seq == seq) {
-                map.remove(key);
+            for w in batch {
+                let (ws, key) = w.target();
+                if ws == s && map.get(key).is_some_and(|p| p.seq == seq) {
+                    map.remove(key);
+                }
             }
         }
     }

@@ -60,43 +60,47 @@ pub(crate) const NODE_SPACES: [Space; 7] = [
 ];
 
 impl Space {
+    /// Every keyspace, in index order (`ALL[s as usize] == s`).
+    pub(crate) const ALL: [Space; 13] = [
+        Space::Messages,
+        Space::Tracked,
+        Space::Finished,
+        Space::Idempotency,
+        Space::IdempotencyByTime,
+        Space::Preferences,
+        Space::Inbound,
+        Space::InboundByTime,
+        Space::Ready,
+        Space::Scheduled,
+        Space::Outbox,
+        Space::OutboxByMessage,
+        Space::SmscOwner,
+    ];
+
     /// The keyspace with this index (`space as u8`).
     pub(crate) fn from_index(i: u8) -> Option<Self> {
-        const ALL: [Space; 13] = [
-            Space::Messages,
-            Space::Tracked,
-            Space::Finished,
-            Space::Idempotency,
-            Space::IdempotencyByTime,
-            Space::Preferences,
-            Space::Inbound,
-            Space::InboundByTime,
-            Space::Ready,
-            Space::Scheduled,
-            Space::Outbox,
-            Space::OutboxByMessage,
-            Space::SmscOwner,
-        ];
-        ALL.get(usize::from(i)).copied()
+        Self::ALL.get(usize::from(i)).copied()
+    }
+
+    /// The keyspace's name on disk (fjall) and in Redis keys.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Space::Messages => "messages",
+            Space::Tracked => "tracked",
+            Space::Finished => "finished",
+            Space::Idempotency => "idempotency",
+            Space::IdempotencyByTime => "idempotency_by_time",
+            Space::Preferences => "preferences",
+            Space::Inbound => "inbound",
+            Space::InboundByTime => "inbound_by_time",
+            Space::Ready => "ready",
+            Space::Scheduled => "scheduled",
+            Space::Outbox => "outbox",
+            Space::OutboxByMessage => "outbox_by_message",
+            Space::SmscOwner => "smsc_owner",
+        }
     }
 }
-
-/// Keyspace names, indexed by [`Space`].
-pub(crate) const SPACES: [&str; 13] = [
-    "messages",
-    "tracked",
-    "finished",
-    "idempotency",
-    "idempotency_by_time",
-    "preferences",
-    "inbound",
-    "inbound_by_time",
-    "ready",
-    "scheduled",
-    "outbox",
-    "outbox_by_message",
-    "smsc_owner",
-];
 
 /// One write of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -503,11 +507,15 @@ fn lay_over(
             None => out.push((key, value)),
         }
         if out.len() >= limit {
-            break;
+            out.truncate(limit);
+            return Ok(out);
         }
     }
-    out.extend(pending.filter_map(|(k, v)| v.map(|v| (k, v))));
-    out.truncate(limit);
+    out.extend(
+        pending
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .take(limit - out.len()),
+    );
     Ok(out)
 }
 
@@ -527,9 +535,9 @@ impl Trees {
             )),
             e => backend(e),
         })?;
-        let spaces = SPACES
+        let spaces = Space::ALL
             .iter()
-            .map(|name| db.keyspace(name, KeyspaceCreateOptions::default))
+            .map(|s| db.keyspace(s.name(), KeyspaceCreateOptions::default))
             .collect::<Result<Vec<_>, _>>()
             .map_err(backend)?;
         Ok(Self { db, spaces })

@@ -216,7 +216,7 @@ impl RedisKv {
 
     /// The hash of a space (in `node`'s partition for per-node spaces).
     fn key_of(&self, node: &str, s: Space) -> String {
-        let name = super::kv::SPACES[s as usize];
+        let name = s.name();
         if shared(s) {
             format!("{}:{name}", self.tag)
         } else {
