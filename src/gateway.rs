@@ -186,7 +186,7 @@ impl Gateway {
             },
         );
 
-        let state = AppState {
+        let state = AppState::new(api::Shared {
             accounts,
             admission: admission.clone(),
             countries_file: Arc::new(config.compliance.countries.clone()),
@@ -200,7 +200,7 @@ impl Gateway {
             idempotency: Arc::default(),
             idempotency_window: chrono::Duration::hours(i64::from(config.store.idempotency_hours)),
             dead_letters,
-        };
+        });
         let addr = config.http.listen;
         let listener = TcpListener::bind(addr)
             .await

@@ -33,9 +33,29 @@ use crate::queue::{PreferenceKind, Queue};
 pub use auth::Accounts;
 pub use error::ApiError;
 
-/// What every handler can reach.
+/// What every handler can reach: a handle to [`Shared`]. axum clones the
+/// state several times per request (the handler, each layer with state),
+/// so a clone is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The handle to `shared`.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The API stage's state, behind [`AppState`].
+pub struct Shared {
     /// API keys → accounts.
     pub accounts: Arc<Accounts>,
     /// Admission checks.
