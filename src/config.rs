@@ -245,6 +245,11 @@ pub struct StoreConfig {
     /// pauses while it writes a memtable out do not reach the commit.
     /// `false` commits to fjall's journal directly.
     pub write_ahead_log: bool,
+    /// With the write-ahead log: milliseconds the applier gathers committed
+    /// batches before it writes them to fjall as one, keeping only the last
+    /// write of each key (a message's record and index entries change
+    /// several times within milliseconds). Reads see the pending writes.
+    pub apply_delay_ms: u64,
     /// Hours an Idempotency-Key is remembered.
     pub idempotency_hours: u32,
     /// Where the `redis` backend keeps everything (`[store.redis]`).
@@ -303,6 +308,7 @@ impl Default for StoreConfig {
             max_batch: 4096,
             commit_interval_us: 1000,
             write_ahead_log: true,
+            apply_delay_ms: 100,
             idempotency_hours: 24,
             redis: RedisConfig::default(),
         }

@@ -90,7 +90,7 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     /// Writes per group commit.
     pub store_commit_writes: Histogram,
-    /// Duration of applying one committed batch to fjall behind the
+    /// Duration of applying one group of committed batches to fjall behind the
     /// write-ahead log.
     pub store_apply_seconds: Histogram,
     /// Bytes the durable store uses on disk.
@@ -160,7 +160,7 @@ impl Metrics {
         let store_apply_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "smsgate_store_apply_seconds",
-                "Duration of applying one committed batch to fjall behind the write-ahead log.",
+                "Duration of applying one group of committed batches to fjall behind the write-ahead log.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )

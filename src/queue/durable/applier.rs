@@ -6,14 +6,22 @@
 //! every committed write whether or not fjall has applied it yet, and a
 //! stall inside fjall delays only the applier, not the commit. The applier
 //! falls at most [`MAX_PENDING_WRITES`] behind; beyond that a commit waits.
+//!
+//! The applier takes batches in groups: what was committed within
+//! `store.apply_delay_ms` of the group's first batch goes to fjall as one
+//! batch holding only the last write of each key. A message's record is
+//! rewritten at each status change and its index entries (ready, tracked)
+//! are put and deleted again within milliseconds, so most of those writes
+//! never reach fjall's memtable (less CPU, fewer memtable write-outs).
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus::Histogram;
 
@@ -23,6 +31,20 @@ use crate::queue::StoreError;
 
 /// Most writes committed to the log but not yet applied to fjall.
 pub(crate) const MAX_PENDING_WRITES: usize = 256 * 1024;
+
+/// Most writes the applier gathers into one group before applying it.
+const MAX_GROUP_WRITES: usize = 64 * 1024;
+
+/// The write-ahead log's settings.
+pub(crate) struct AheadLog {
+    /// fdatasync every commit.
+    pub(crate) sync: bool,
+    /// How long the applier gathers committed batches before it applies
+    /// them to fjall as one (only the last write of each key).
+    pub(crate) apply_delay: Duration,
+    /// Observes how long fjall takes to apply each group.
+    pub(crate) apply_seconds: Option<Histogram>,
+}
 
 /// A committed write fjall does not have yet.
 struct Pending {
@@ -65,12 +87,15 @@ impl Overlay {
 
     /// The pending writes with keys from `lower` (inclusive) to `upper`
     /// (exclusive; `None`: to the end), in key order; values only if asked.
+    /// Stops after `puts` puts: the first `puts` entries of the range are
+    /// then among fjall's and these, so later ones cannot matter.
     pub(crate) fn range(
         &self,
         s: Space,
         lower: &[u8],
         upper: Option<&[u8]>,
         values: bool,
+        puts: usize,
     ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let map = self.space(s).read().unwrap_or_else(|p| p.into_inner());
         if map.is_empty() {
@@ -80,14 +105,19 @@ impl Overlay {
             Bound::Included(lower),
             upper.map_or(Bound::Unbounded, Bound::Excluded),
         );
-        map.range::<[u8], _>(bounds)
-            .map(|(k, p)| {
-                let value = p
-                    .value()
-                    .map(|v| if values { v.to_vec() } else { Vec::new() });
-                (k.clone(), value)
-            })
-            .collect()
+        let mut out = Vec::new();
+        let mut seen = 0;
+        for (k, p) in map.range::<[u8], _>(bounds) {
+            if seen == puts {
+                break;
+            }
+            let value = p
+                .value()
+                .map(|v| if values { v.to_vec() } else { Vec::new() });
+            seen += usize::from(value.is_some());
+            out.push((k.clone(), value));
+        }
+        out
     }
 
     /// The keyspaces a batch writes to, each once, in order of first use.
@@ -171,8 +201,9 @@ impl Progress {
 
 /// fjall as the applier sees it: apply a batch, make everything durable.
 pub(crate) trait Target: Send + 'static {
-    /// Applies a batch without syncing (the log holds it durably).
-    fn apply(&self, batch: &[Write]) -> Result<(), StoreError>;
+    /// Applies writes as one batch without syncing (the log holds them
+    /// durably). Each key appears at most once.
+    fn apply(&self, writes: &[&Write]) -> Result<(), StoreError>;
     /// Syncs everything applied so far.
     fn persist(&self) -> Result<(), StoreError>;
 }
@@ -186,12 +217,20 @@ struct Job {
     closed: Option<PathBuf>,
 }
 
+/// What the applier thread is sent.
+enum ToApplier {
+    /// A committed batch.
+    Batch(Job),
+    /// Apply what you gathered now (someone waits for fjall to have it all).
+    Flush,
+}
+
 /// The log, the overlay and the applier thread.
 pub(crate) struct Ahead {
     wal: Mutex<Wal>,
     overlay: Arc<Overlay>,
     progress: Arc<Progress>,
-    tx: Mutex<Option<Sender<Job>>>,
+    tx: Mutex<Option<Sender<ToApplier>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -201,10 +240,14 @@ impl Ahead {
     /// `target` and made durable before ([`Wal::replay`]).
     pub(crate) fn start(
         dir: &std::path::Path,
-        sync: bool,
+        log: AheadLog,
         target: impl Target,
-        apply_seconds: Option<Histogram>,
     ) -> Result<Self, StoreError> {
+        let AheadLog {
+            sync,
+            apply_delay,
+            apply_seconds,
+        } = log;
         let wal = Wal::create(dir, sync)?;
         let overlay = Arc::new(Overlay::new());
         let progress = Arc::new(Progress::default());
@@ -213,7 +256,15 @@ impl Ahead {
             let (overlay, progress) = (overlay.clone(), progress.clone());
             std::thread::Builder::new()
                 .name("smsgate-store-applier".into())
-                .spawn(move || run(&rx, &target, &overlay, &progress, apply_seconds))
+                .spawn(move || {
+                    let applier = Applier {
+                        target: &target,
+                        overlay: &overlay,
+                        progress: &progress,
+                        apply_seconds,
+                    };
+                    applier.run(&rx, apply_delay);
+                })
                 .map_err(|e| StoreError::Backend(format!("cannot start the store applier: {e}")))?
         };
         Ok(Self {
@@ -252,13 +303,16 @@ impl Ahead {
         };
         let batch = Arc::new(batch);
         self.overlay.insert(seq, &batch);
-        let job = Job { seq, batch, closed };
+        self.send(ToApplier::Batch(Job { seq, batch, closed }))
+    }
+
+    fn send(&self, message: ToApplier) -> Result<(), StoreError> {
         let sent = self
             .tx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .map(|tx| tx.send(job).is_ok());
+            .map(|tx| tx.send(message).is_ok());
         if sent != Some(true) {
             return Err(StoreError::Backend("store applier stopped".into()));
         }
@@ -270,6 +324,9 @@ impl Ahead {
     pub(crate) fn persist(&self, target: &impl Target) -> Result<(), StoreError> {
         let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
         let committed = wal.next_seq();
+        if self.progress.lock().applied < committed {
+            self.send(ToApplier::Flush)?;
+        }
         {
             let state = self.progress.wait_while(|s| s.applied < committed);
             if let Some(why) = &state.failed {
@@ -291,43 +348,238 @@ impl Drop for Ahead {
     }
 }
 
-fn run(
-    rx: &Receiver<Job>,
-    target: &impl Target,
-    overlay: &Overlay,
-    progress: &Progress,
+/// The applier thread's view.
+struct Applier<'a, T> {
+    target: &'a T,
+    overlay: &'a Overlay,
+    progress: &'a Progress,
     apply_seconds: Option<Histogram>,
-) {
-    let mut closed: Vec<PathBuf> = Vec::new();
-    while let Ok(job) = rx.recv() {
+}
+
+impl<T: Target> Applier<'_, T> {
+    /// Applies groups of batches until the sending side is gone or
+    /// applying fails.
+    fn run(&self, rx: &Receiver<ToApplier>, delay: Duration) {
+        let mut closed: Vec<PathBuf> = Vec::new();
+        loop {
+            let (group, more) = gather(rx, delay);
+            if !group.is_empty() && !self.apply(&group, &mut closed) {
+                return;
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Applies one group; `false` if applying failed (and from then on
+    /// commits fail).
+    fn apply(&self, group: &[Job], closed: &mut Vec<PathBuf>) -> bool {
         let started = Instant::now();
-        closed.extend(job.closed);
-        let result = target.apply(&job.batch).and_then(|()| {
+        closed.extend(group.iter().filter_map(|j| j.closed.clone()));
+        let writes = last_writes(group);
+        let result = self.target.apply(&writes).and_then(|()| {
             if closed.is_empty() {
                 return Ok(());
             }
-            target.persist()?;
-            wal::remove_segments(&closed);
+            self.target.persist()?;
+            wal::remove_segments(closed);
             closed.clear();
             Ok(())
         });
         if let Err(e) = result {
-            // The overlay keeps the batch (and every later one), so reads
+            // The overlay keeps the group (and every later batch), so reads
             // stay right; commits fail from now on.
             tracing::error!(error = %e, "applying the write-ahead log to fjall failed");
-            progress.lock().failed = Some(e.to_string());
-            progress.changed.notify_all();
-            return;
+            self.progress.lock().failed = Some(e.to_string());
+            self.progress.changed.notify_all();
+            return false;
         }
-        overlay.remove(job.seq, &job.batch);
-        if let Some(h) = &apply_seconds {
+        for job in group {
+            self.overlay.remove(job.seq, &job.batch);
+        }
+        if let Some(h) = &self.apply_seconds {
             h.observe(started.elapsed().as_secs_f64());
         }
-        {
-            let mut state = progress.lock();
-            state.applied = job.seq + 1;
-            state.pending -= job.batch.len();
+        if let Some(last) = group.last() {
+            let mut state = self.progress.lock();
+            state.applied = last.seq + 1;
+            state.pending -= group.iter().map(|j| j.batch.len()).sum::<usize>();
         }
-        progress.changed.notify_all();
+        self.progress.changed.notify_all();
+        true
+    }
+}
+
+/// Waits for a batch, then gathers what else arrives within `delay` of it
+/// (at most [`MAX_GROUP_WRITES`] writes, less if a flush is asked for).
+/// Also says whether more can come.
+fn gather(rx: &Receiver<ToApplier>, delay: Duration) -> (Vec<Job>, bool) {
+    let first = match rx.recv() {
+        Ok(ToApplier::Batch(job)) => job,
+        Ok(ToApplier::Flush) => return (Vec::new(), true),
+        Err(_) => return (Vec::new(), false),
+    };
+    let deadline = Instant::now() + delay;
+    let mut writes = first.batch.len();
+    let mut group = vec![first];
+    while writes < MAX_GROUP_WRITES {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(ToApplier::Batch(job)) => {
+                writes += job.batch.len();
+                group.push(job);
+            }
+            Ok(ToApplier::Flush) | Err(RecvTimeoutError::Timeout) => break,
+            Err(RecvTimeoutError::Disconnected) => return (group, false),
+        }
+    }
+    (group, true)
+}
+
+/// The group's writes with only the last write of each key, in the order
+/// the keys were first written.
+fn last_writes(group: &[Job]) -> Vec<&Write> {
+    let total = group.iter().map(|j| j.batch.len()).sum();
+    let mut at: HashMap<(Space, &[u8]), usize> = HashMap::with_capacity(total);
+    let mut writes: Vec<&Write> = Vec::with_capacity(total);
+    for w in group.iter().flat_map(|j| j.batch.iter()) {
+        match at.entry(w.target()) {
+            Entry::Occupied(e) => writes[*e.get()] = w,
+            Entry::Vacant(e) => {
+                e.insert(writes.len());
+                writes.push(w);
+            }
+        }
+    }
+    writes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(s: Space, k: &str, v: &str) -> Write {
+        Write::Put(s, k.as_bytes().to_vec(), v.as_bytes().to_vec())
+    }
+
+    fn del(s: Space, k: &str) -> Write {
+        Write::Delete(s, k.as_bytes().to_vec())
+    }
+
+    /// A fjall stand-in that keeps every group it was given.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<Vec<Write>>>>);
+
+    impl Target for Recorder {
+        fn apply(&self, writes: &[&Write]) -> Result<(), StoreError> {
+            let group = writes.iter().map(|w| (*w).clone()).collect();
+            self.0.lock().expect("not poisoned").push(group);
+            Ok(())
+        }
+        fn persist(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    fn started(delay: Duration, target: Recorder) -> (tempfile::TempDir, Ahead) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = AheadLog {
+            sync: false,
+            apply_delay: delay,
+            apply_seconds: None,
+        };
+        let ahead = Ahead::start(dir.path(), log, target).expect("starts");
+        (dir, ahead)
+    }
+
+    #[test]
+    fn batches_committed_within_the_delay_reach_fjall_as_one_with_the_last_write_of_each_key() {
+        let recorder = Recorder::default();
+        let (_dir, ahead) = started(Duration::from_secs(5), recorder.clone());
+        let (m, r, t) = (Space::Messages, Space::Ready, Space::Tracked);
+        // A message accepted, submitted and delivered, and a second one accepted.
+        ahead
+            .commit(vec![put(m, "1", "queued"), put(r, "1", "")])
+            .expect("commits");
+        ahead
+            .commit(vec![put(m, "1", "submitted"), del(r, "1"), put(t, "1", "")])
+            .expect("commits");
+        ahead
+            .commit(vec![put(m, "2", "queued"), put(r, "2", "")])
+            .expect("commits");
+        ahead
+            .commit(vec![put(m, "1", "delivered"), del(t, "1")])
+            .expect("commits");
+        // Reads see every write while the applier still gathers.
+        assert_eq!(
+            ahead.overlay().get(m, b"1"),
+            Some(Some(b"delivered".to_vec()))
+        );
+        assert_eq!(ahead.overlay().get(r, b"1"), Some(None));
+        // Waiting for fjall ends the gathering (well before the 5 s delay).
+        let asked = Instant::now();
+        ahead.persist(&recorder).expect("persists");
+        assert!(
+            asked.elapsed() < Duration::from_secs(4),
+            "a flush ends the delay"
+        );
+        let groups = recorder.0.lock().expect("not poisoned").clone();
+        assert_eq!(
+            groups,
+            vec![vec![
+                put(m, "1", "delivered"),
+                del(r, "1"),
+                del(t, "1"),
+                put(m, "2", "queued"),
+                put(r, "2", ""),
+            ]],
+            "one group, each key once with its last write, keys in first-write order"
+        );
+        assert!(
+            ahead
+                .overlay()
+                .range(m, b"", None, true, usize::MAX)
+                .is_empty(),
+            "applied writes leave the overlay"
+        );
+    }
+
+    #[test]
+    fn without_a_delay_each_commit_is_applied_on_its_own_when_the_applier_keeps_up() {
+        let recorder = Recorder::default();
+        let (_dir, ahead) = started(Duration::ZERO, recorder.clone());
+        for i in 0..3 {
+            ahead
+                .commit(vec![put(Space::Messages, &i.to_string(), "v")])
+                .expect("commits");
+            ahead.persist(&recorder).expect("persists");
+        }
+        assert_eq!(recorder.0.lock().expect("not poisoned").len(), 3);
+    }
+
+    #[test]
+    fn a_range_read_of_the_overlay_stops_after_the_puts_asked_for() {
+        let (_dir, ahead) = started(Duration::from_secs(5), Recorder::default());
+        let s = Space::Ready;
+        ahead
+            .commit(vec![
+                put(s, "a", "1"),
+                del(s, "b"),
+                put(s, "c", "3"),
+                put(s, "d", "4"),
+            ])
+            .expect("commits");
+        let keys = |puts| -> Vec<String> {
+            ahead
+                .overlay()
+                .range(s, b"", None, false, puts)
+                .into_iter()
+                .map(|(k, _)| String::from_utf8(k).expect("utf-8"))
+                .collect()
+        };
+        assert_eq!(keys(1), ["a"]);
+        assert_eq!(keys(2), ["a", "b", "c"], "deletes on the way are kept");
+        assert_eq!(keys(9), ["a", "b", "c", "d"]);
     }
 }

@@ -7,15 +7,15 @@ use std::ops::Bound;
 use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use prometheus::Histogram;
 
+pub(crate) use super::applier::AheadLog;
 use super::applier::{Ahead, Target};
 use super::redis_kv::{Adopted, Pairs, RedisKv};
 use super::wal::{self, Wal};
 use crate::queue::StoreError;
 
 /// The keyspaces (tables) of the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Space {
     /// message id → postcard(Message): every message, until retention removes it.
     Messages = 0,
@@ -322,14 +322,6 @@ pub(crate) struct FjallKv {
     ahead: Option<Ahead>,
 }
 
-/// The write-ahead log's settings.
-pub(crate) struct AheadLog {
-    /// fdatasync every commit.
-    pub(crate) sync: bool,
-    /// Observes how long fjall takes to apply each batch.
-    pub(crate) apply_seconds: Option<Histogram>,
-}
-
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -344,7 +336,7 @@ impl FjallKv {
         let mut replayed = 0usize;
         let segments = Wal::replay(&wal_dir, |batch| {
             replayed += 1;
-            trees.apply(&batch)
+            trees.commit(&batch, None)
         })?;
         if replayed > 0 {
             tracing::info!(batches = replayed, "write-ahead log replayed");
@@ -352,12 +344,7 @@ impl FjallKv {
         trees.persist()?;
         wal::remove_segments(&segments);
         let ahead = match log {
-            Some(log) => Some(Ahead::start(
-                &wal_dir,
-                log.sync,
-                trees.clone(),
-                log.apply_seconds,
-            )?),
+            Some(log) => Some(Ahead::start(&wal_dir, log, trees.clone())?),
             None => None,
         };
         Ok(Self { trees, ahead })
@@ -437,7 +424,7 @@ impl FjallKv {
     ) -> Result<Pairs, StoreError> {
         // The overlay before fjall: what leaves it meanwhile is in fjall.
         let pending = match &self.ahead {
-            Some(a) => a.overlay().range(s, lower, upper, values),
+            Some(a) => a.overlay().range(s, lower, upper, values, limit),
             None => Vec::new(),
         };
         let deletes = pending.iter().filter(|(_, v)| v.is_none()).count();
@@ -547,7 +534,11 @@ impl Trees {
         &self.spaces[s as usize]
     }
 
-    fn commit(&self, writes: &[Write], mode: Option<PersistMode>) -> Result<(), StoreError> {
+    fn commit<'a>(
+        &self,
+        writes: impl IntoIterator<Item = &'a Write>,
+        mode: Option<PersistMode>,
+    ) -> Result<(), StoreError> {
         let mut batch = self.db.batch().durability(mode);
         for w in writes {
             match w {
@@ -560,9 +551,9 @@ impl Trees {
 }
 
 impl Target for Trees {
-    fn apply(&self, batch: &[Write]) -> Result<(), StoreError> {
-        // No sync: the write-ahead log holds the batch until `persist`.
-        self.commit(batch, None)
+    fn apply(&self, writes: &[&Write]) -> Result<(), StoreError> {
+        // No sync: the write-ahead log holds the writes until `persist`.
+        self.commit(writes.iter().copied(), None)
     }
 
     fn persist(&self) -> Result<(), StoreError> {
@@ -586,6 +577,7 @@ mod tests {
     fn logged(dir: &Path) -> FjallKv {
         let log = AheadLog {
             sync: true,
+            apply_delay: std::time::Duration::from_millis(20),
             apply_seconds: None,
         };
         FjallKv::open(dir, Some(log)).expect("opens")
@@ -656,9 +648,10 @@ mod tests {
             kv.persist().expect("persists");
         }
         assert!(
-            kv.ahead
-                .as_ref()
-                .is_some_and(|a| a.overlay().range(s, b"", None, false).is_empty()),
+            kv.ahead.as_ref().is_some_and(|a| a
+                .overlay()
+                .range(s, b"", None, false, usize::MAX)
+                .is_empty()),
             "fjall has everything: nothing is pending"
         );
     }
@@ -668,7 +661,7 @@ mod tests {
     struct NeverApplies;
 
     impl Target for NeverApplies {
-        fn apply(&self, _: &[Write]) -> Result<(), StoreError> {
+        fn apply(&self, _: &[&Write]) -> Result<(), StoreError> {
             std::thread::sleep(std::time::Duration::from_secs(3600));
             Ok(())
         }
@@ -686,8 +679,12 @@ mod tests {
             kv.commit(vec![put(Space::Messages, "m1", "queued")], true)
                 .expect("commits");
         }
-        let ahead =
-            Ahead::start(&dir.path().join("wal"), true, NeverApplies, None).expect("starts");
+        let log = AheadLog {
+            sync: true,
+            apply_delay: std::time::Duration::ZERO,
+            apply_seconds: None,
+        };
+        let ahead = Ahead::start(&dir.path().join("wal"), log, NeverApplies).expect("starts");
         ahead
             .commit(vec![
                 put(Space::Messages, "m1", "sent"),

@@ -170,6 +170,7 @@ impl DurableStore {
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", path.display())))?;
         let log = group.write_ahead_log.then(|| AheadLog {
             sync: durability == Durability::Fsync,
+            apply_delay: group.apply_delay,
             apply_seconds: Some(metrics.store_apply_seconds.clone()),
         });
         let kv = Kv::Fjall(FjallKv::open(path, log)?);
@@ -863,6 +864,7 @@ mod tests {
             max_batch: 1024,
             min_interval: std::time::Duration::ZERO,
             write_ahead_log: true,
+            apply_delay: std::time::Duration::from_millis(20),
         };
         DurableStore::open_at(dir, Durability::Fsync, group, Arc::new(Metrics::new()))
             .expect("store opens")

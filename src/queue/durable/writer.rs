@@ -31,6 +31,9 @@ pub struct GroupCommit {
     /// Commit to smsgate's write-ahead log and let fjall apply behind it
     /// (the embedded store; see `queue/durable/wal.rs`).
     pub write_ahead_log: bool,
+    /// With the write-ahead log: how long fjall's applier gathers commits
+    /// before it applies them as one batch.
+    pub apply_delay: Duration,
 }
 
 impl GroupCommit {
@@ -40,6 +43,7 @@ impl GroupCommit {
             max_batch: config.max_batch,
             min_interval: Duration::from_micros(config.commit_interval_us),
             write_ahead_log: config.write_ahead_log,
+            apply_delay: Duration::from_millis(config.apply_delay_ms),
         }
     }
 }
@@ -165,6 +169,7 @@ mod tests {
             max_batch: 4096,
             min_interval,
             write_ahead_log: false,
+            apply_delay: Duration::ZERO,
         };
         (Writer::start(kv, true, group, metrics.clone()), metrics)
     }
