@@ -308,7 +308,7 @@ impl Default for StoreConfig {
             max_batch: 4096,
             commit_interval_us: 1000,
             write_ahead_log: true,
-            apply_delay_ms: 100,
+            apply_delay_ms: 20,
             idempotency_hours: 24,
             redis: RedisConfig::default(),
         }
