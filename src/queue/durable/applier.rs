@@ -458,14 +458,7 @@ fn last_writes(group: &[Job]) -> Vec<&Write> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn put(s: Space, k: &str, v: &str) -> Write {
-        Write::Put(s, k.as_bytes().to_vec(), v.as_bytes().to_vec())
-    }
-
-    fn del(s: Space, k: &str) -> Write {
-        Write::Delete(s, k.as_bytes().to_vec())
-    }
+    use crate::queue::durable::kv::tests::{del, put};
 
     /// A fjall stand-in that keeps every group it was given.
     #[derive(Clone, Default)]

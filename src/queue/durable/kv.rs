@@ -562,15 +562,17 @@ impl Target for Trees {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::queue::durable::applier::Ahead;
 
-    fn put(s: Space, k: &str, v: &str) -> Write {
+    /// A put of a text key and value.
+    pub(crate) fn put(s: Space, k: &str, v: &str) -> Write {
         Write::Put(s, k.as_bytes().to_vec(), v.as_bytes().to_vec())
     }
 
-    fn del(s: Space, k: &str) -> Write {
+    /// A delete of a text key.
+    pub(crate) fn del(s: Space, k: &str) -> Write {
         Write::Delete(s, k.as_bytes().to_vec())
     }
 
