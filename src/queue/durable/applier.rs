@@ -11,7 +11,7 @@
 //! `store.apply_delay_ms` of the group's first batch goes to fjall as one
 //! batch holding only the last write of each key. A message's record is
 //! rewritten at each status change and its index entries (ready, tracked)
-//! are put and deleted again within milliseconds, so most of those writes
+//! are put and deleted again within milliseconds, so many of those writes
 //! never reach fjall's memtable (less CPU, fewer memtable write-outs).
 
 use std::collections::hash_map::Entry;
