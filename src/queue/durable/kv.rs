@@ -576,6 +576,16 @@ pub(crate) mod tests {
         Write::Delete(s, k.as_bytes().to_vec())
     }
 
+    #[test]
+    fn every_keyspace_sits_at_its_own_index_with_its_own_name() {
+        for (i, s) in Space::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+            assert_eq!(u8::try_from(i).ok().and_then(Space::from_index), Some(*s));
+        }
+        let names: std::collections::HashSet<_> = Space::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names.len(), Space::ALL.len(), "names are distinct");
+    }
+
     fn logged(dir: &Path) -> FjallKv {
         let log = AheadLog {
             sync: true,
