@@ -120,18 +120,15 @@ impl Overlay {
         out
     }
 
-    /// The keyspaces a batch writes to, each once, in order of first use.
+    /// The keyspaces a batch writes to, each once (no allocation: this runs
+    /// for every commit on the writer and the applier thread).
     fn spaces_of(batch: &[Write]) -> impl Iterator<Item = Space> {
-        let mut seen = 0u32;
-        let mut order = Vec::with_capacity(4);
-        for w in batch {
-            let s = w.target().0;
-            if seen & (1 << s as u32) == 0 {
-                seen |= 1 << s as u32;
-                order.push(s);
-            }
-        }
-        order.into_iter()
+        let used = batch
+            .iter()
+            .fold(0u32, |used, w| used | 1 << w.target().0 as u32);
+        Space::ALL
+            .into_iter()
+            .filter(move |s| used & (1 << *s as u32) != 0)
     }
 
     /// Adds a committed batch; each keyspace's lock is taken once.
