@@ -405,3 +405,99 @@ async fn a_deep_backlog_waits_in_the_store_and_pages_in_oldest_first() {
     );
     h.stop().await;
 }
+
+/// The carrier's rate limit as the gateway reports it (-1: unlimited).
+fn rate_limit(metrics: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("smsgate_carrier_rate_limit{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smsc_that_turns_to_throttling_after_a_quiet_spell_gets_its_rate_cut() {
+    // Ordinary traffic for a while, then silence, then an SMSC that lets 20
+    // submits a second through and answers 0x58 to the rest.
+    const LIMIT: u64 = 20;
+    let throttle_after = Duration::from_secs(10);
+    let started = tokio::time::Instant::now();
+    let h = Harness::start(SimConfig {
+        throttle_tps: Some(LIMIT as u32),
+        throttle_after,
+        ..SimConfig::default()
+    })
+    .await;
+    let ordinary = (0..200)
+        .map(|i| json!({ "to": number(i), "from": "ACME", "text": format!("hello {i}") }))
+        .collect();
+    send_all(&h, KEY, ordinary).await;
+    wait_records(&h, "the ordinary traffic", |r| r.len() >= 200).await;
+    let quiet = started + throttle_after + Duration::from_millis(500);
+    assert!(
+        tokio::time::Instant::now() < quiet,
+        "the ordinary traffic took longer than the spell before throttling"
+    );
+    tokio::time::sleep_until(quiet).await;
+
+    let backlog = (0..400)
+        .map(|i| json!({ "to": number(1000 + i), "from": "ACME", "text": format!("later {i}") }))
+        .collect();
+    send_all(&h, KEY, backlog).await;
+    // Within a second the gateway has a limit in force.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let limit = rate_limit(&h.metrics().await);
+    assert!(
+        limit.is_some_and(|r| r >= 0.0),
+        "a rate limit is in force after a second of 0x58: {limit:?}"
+    );
+    // Over the next four seconds it sends about what the SMSC accepts.
+    let before = h.sim.stats();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = h.sim.stats();
+    let throttled = after.submits_throttled - before.submits_throttled;
+    let accepted = after.submits_ok - before.submits_ok;
+    eprintln!("in 4 s: {accepted} accepted, {throttled} answered 0x58 (limit {limit:?})");
+    assert!(
+        throttled <= 4 * LIMIT,
+        "{throttled} submits answered 0x58 in 4 s at an SMSC limit of {LIMIT}/s"
+    );
+    assert!(
+        accepted >= 2 * LIMIT,
+        "{accepted} accepted in 4 s at an SMSC limit of {LIMIT}/s"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generic_nack_is_retried_and_the_message_delivered_when_the_smsc_recovers() {
+    let h = Harness::start_with(SimConfig::default(), 1, 16, |c| {
+        c.scheduler.max_attempts = 3;
+        c.scheduler.retry_base_ms = 200;
+    })
+    .await;
+    h.sim.set_nack_submits(true);
+    let recovers = h
+        .send_ok(json!({ "to": number(1), "from": "ACME", "text": "recovers" }))
+        .await;
+    h.wait_until(WAIT, || async { h.sim.stats().generic_nacks >= 2 })
+        .await;
+    let m = h.message(&recovers).await;
+    assert_eq!(m["status"], "queued", "not failed by a generic_nack: {m}");
+    h.sim.set_nack_submits(false);
+    h.wait_status(&recovers, "delivered", WAIT).await;
+
+    // An SMSC that never reads it: failed after max_attempts, with the reason.
+    h.sim.set_nack_submits(true);
+    let gives_up = h
+        .send_ok(json!({ "to": number(2), "from": "ACME", "text": "gives up" }))
+        .await;
+    let m = h.wait_status(&gives_up, "failed", WAIT).await;
+    assert_eq!(m["error"]["code"], "smpp_generic_nack", "{m}");
+    let metrics = h.metrics().await;
+    assert!(
+        common::metric_sum(&metrics, "smsgate_submit_errors_total", &["generic_nack"]) >= 4.0,
+        "generic_nack answers counted"
+    );
+    h.stop().await;
+}

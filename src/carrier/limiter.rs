@@ -109,6 +109,10 @@ impl RateLimiter {
         if s.rate.is_finite() {
             let elapsed = now.saturating_duration_since(s.last_refill).as_secs_f64();
             s.tokens = (s.tokens + elapsed * s.rate).min(burst(s.rate));
+        }
+        // Also while unlimited: recovery after the next cut counts from
+        // here, not from the last time a limit was in force.
+        if s.rate.is_finite() {
             s.last_refill = now;
             if s.tokens < 1.0 {
                 let wait = (1.0 - s.tokens) / s.rate;
@@ -173,6 +177,7 @@ impl RateLimiter {
             allowed.unwrap_or(sending) * 2.0
         };
         s.tokens = s.tokens.min(1.0);
+        // Recovery starts from the cut.
         s.last_cut = Some(now);
     }
 
@@ -400,6 +405,38 @@ mod tests {
         assert!(throttled <= 30, "{throttled} throttled: {seconds:?}");
         // Never halved once settled: no second sends under half the limit.
         assert!(settled.iter().all(|s| s.0 >= 400), "{seconds:?}");
+    }
+
+    #[test]
+    fn a_throttle_after_a_quiet_spell_cuts_the_rate_and_it_stays_cut() {
+        // 30 s of unlimited traffic the SMSC accepts, then 10 s of silence,
+        // then an SMSC that answers 0x58 to everything: the time spent
+        // unlimited must not count as recovery after the cut.
+        let l = RateLimiter::new(0.0);
+        let t0 = Instant::now();
+        for ms in 0..30_000 {
+            let now = t0 + Duration::from_millis(ms);
+            assert!(l.try_acquire(now).is_ok());
+            l.accepted(now, 1);
+        }
+        let resume = t0 + Duration::from_secs(40);
+        let mut sent_per_second = vec![0u32; 10];
+        for tick in 0..100_000u64 {
+            let now = resume + Duration::from_micros(tick * 100);
+            while l.try_acquire(now).is_ok() {
+                sent_per_second[(tick / 10_000) as usize] += 1;
+                l.throttled(now);
+            }
+        }
+        assert!(l.rate().is_finite(), "a limit is in force");
+        assert!(
+            sent_per_second[0] < 100,
+            "cut within the first second: {sent_per_second:?}"
+        );
+        assert!(
+            sent_per_second[1..].iter().all(|n| *n <= 5),
+            "held near what the SMSC accepts (nothing): {sent_per_second:?}"
+        );
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub enum SmppError {
     /// The SMSC answered with a non-zero command_status.
     #[error("SMSC answered {0:?}")]
     Status(CommandStatus),
+    /// The SMSC answered generic_nack (with this command_status): it could
+    /// not read the request, which says nothing about the message in it.
+    #[error("SMSC answered generic_nack ({0:?})")]
+    GenericNack(CommandStatus),
     /// No response within the response timeout.
     #[error("no response within {0:?}")]
     Timeout(Duration),
@@ -159,9 +163,10 @@ impl SmppClient {
         }
         let timeout = self.shared.settings.response_timeout;
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(resp)) => match resp.status() {
-                CommandStatus::EsmeRok => Ok(resp),
-                status => Err(SmppError::Status(status)),
+            Ok(Ok(resp)) => match (resp.status(), resp.pdu()) {
+                (status, Some(Pdu::GenericNack)) => Err(SmppError::GenericNack(status)),
+                (CommandStatus::EsmeRok, _) => Ok(resp),
+                (status, _) => Err(SmppError::Status(status)),
             },
             Ok(Err(_)) => Err(SmppError::Closed),
             Err(_) => {
@@ -301,7 +306,8 @@ async fn keepalive(client: SmppClient) {
             _ = client.closed() => return,
         }
         match client.request(Pdu::EnquireLink).await {
-            Ok(_) | Err(SmppError::Status(_)) => {}
+            // Any answer, even a refusal, shows the peer is there.
+            Ok(_) | Err(SmppError::Status(_) | SmppError::GenericNack(_)) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "enquire_link failed; closing the session");
                 client.close();

@@ -27,7 +27,7 @@ pub(crate) enum Outcome {
 /// A transient failure and what it asks of the bind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Retry {
-    /// Metric label (throttled, queue_full, timeout, disconnected, transient).
+    /// Metric label (throttled, queue_full, timeout, generic_nack, disconnected, transient).
     pub reason: &'static str,
     /// The SMSC asked us to slow down.
     pub slow_down: Option<SlowDown>,
@@ -57,9 +57,9 @@ fn smpp_error(status: CommandStatus) -> ErrorInfo {
 }
 
 /// Classifies a submit failure with the carrier's error lists: throttling
-/// and a full queue slow down and retry without counting; timeouts and the
-/// listed codes retry with backoff (counted); lost connections retry at once;
-/// any other command_status is permanent.
+/// and a full queue slow down and retry without counting; timeouts,
+/// generic_nack and the listed codes retry with backoff (counted); lost
+/// connections retry at once; any other command_status is permanent.
 pub(crate) fn classify(e: &SmppError, errors: &CarrierErrors) -> Outcome {
     let retry = |reason, slow_down, counts, error| {
         Outcome::Retry(Retry {
@@ -101,6 +101,20 @@ pub(crate) fn classify(e: &SmppError, errors: &CarrierErrors) -> Outcome {
             } else {
                 Outcome::Fail(smpp_error(*status))
             }
+        }
+        // The SMSC could not read the PDU: nothing is known about the
+        // message, so try again later, as for a timeout.
+        SmppError::GenericNack(status) => {
+            let code: u32 = (*status).into();
+            retry(
+                "generic_nack",
+                None,
+                true,
+                ErrorInfo::new(
+                    "smpp_generic_nack",
+                    format!("The carrier could not read the submit (generic_nack, 0x{code:08x})."),
+                ),
+            )
         }
         SmppError::Timeout(_) => retry(
             "timeout",
@@ -280,6 +294,20 @@ mod tests {
         assert_eq!((d.reason, d.counts), ("disconnected", false));
         let t = retry_of(SmppError::Timeout(std::time::Duration::from_secs(1)));
         assert_eq!((t.reason, t.counts), ("timeout", true));
+    }
+
+    #[test]
+    fn a_generic_nack_retries_with_backoff_and_counts() {
+        // Whatever status it carries, even one that would be permanent on a
+        // submit_sm_resp (0x0B: invalid destination).
+        for status in [CommandStatus::EsmeRinvcmdlen, CommandStatus::EsmeRinvdstadr] {
+            let n = retry_of(SmppError::GenericNack(status));
+            assert_eq!(
+                (n.reason, n.counts, n.slow_down),
+                ("generic_nack", true, None)
+            );
+            assert_eq!(n.error.code, "smpp_generic_nack");
+        }
     }
 
     #[test]

@@ -46,6 +46,10 @@ struct Args {
     /// Answer ESME_RTHROTTLED (0x58) above this many submit_sm per second.
     #[arg(long)]
     throttle_tps: Option<u32>,
+    /// Apply --throttle-tps only from this many milliseconds after start (an SMSC that turns
+    /// to 0x58 after a spell of ordinary traffic).
+    #[arg(long, default_value_t = 0)]
+    throttle_after_ms: u64,
     /// Error injection PROBABILITY:STATUS, e.g. 0.01:0x14 (repeatable).
     #[arg(long = "error", value_parser = parse_error)]
     errors: Vec<(f64, u32)>,
@@ -125,6 +129,7 @@ impl Args {
             receipt_tlvs: !self.no_receipt_tlvs,
             message_id_format: self.id_format,
             throttle_tps: self.throttle_tps,
+            throttle_after: Duration::from_millis(self.throttle_after_ms),
             error_injection: self.errors.clone(),
             resp_delay: Duration::from_millis(self.resp_delay_ms),
             deliver_window: self.window,

@@ -26,6 +26,9 @@ pub struct SimConfig {
     pub message_id_format: MessageIdFormat,
     /// Above this many submit_sm per second (all sessions together) answer ESME_RTHROTTLED (0x58).
     pub throttle_tps: Option<u32>,
+    /// `throttle_tps` applies only from this long after start (an SMSC that turns to 0x58 after
+    /// a spell of ordinary traffic); zero: from the start.
+    pub throttle_after: Duration,
     /// `(probability, command_status)`: answer a submit_sm with that status instead of
     /// accepting it, e.g. `(0.01, 0x14)`. Probabilities add up; each submit rolls once.
     pub error_injection: Vec<(f64, u32)>,
@@ -70,6 +73,7 @@ impl Default for SimConfig {
             receipt_tlvs: true,
             message_id_format: MessageIdFormat::Hex,
             throttle_tps: None,
+            throttle_after: Duration::ZERO,
             error_injection: Vec::new(),
             resp_delay: Duration::ZERO,
             deliver_window: 1024,

@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     pub hub: Hub,
     pub scheduler: Scheduler,
     pub accepting: AtomicBool,
+    /// While set, every submit_sm is answered with generic_nack (an SMSC that cannot read them).
+    pub nack_submits: AtomicBool,
     /// Cancelled by `shutdown` or when the last `Simulator` handle is dropped.
     pub shutdown: CancellationToken,
 }
@@ -145,6 +147,7 @@ impl Simulator {
             hub: Hub::new(cfg.deliver_window),
             scheduler,
             accepting: AtomicBool::new(true),
+            nack_submits: AtomicBool::new(false),
             shutdown: shutdown.clone(),
             cfg,
         });
@@ -211,6 +214,12 @@ impl Simulator {
         disconnects.fetch_add(n as u64, Ordering::Relaxed);
         tracing::info!(connections = n, "dropped all connections");
         n
+    }
+
+    /// While on, every submit_sm is answered with generic_nack (ESME_RSYSERR): an SMSC that
+    /// cannot read what it was sent, for a while.
+    pub fn set_nack_submits(&self, on: bool) {
+        self.shared.nack_submits.store(on, Ordering::Relaxed);
     }
 
     /// When off, new TCP connections are accepted and closed at once (existing ones stay).

@@ -7,7 +7,7 @@ use std::{
         Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use rand::Rng;
@@ -55,14 +55,17 @@ impl IdGen {
 #[derive(Debug)]
 pub(crate) struct Throttle {
     limit: Option<u32>,
+    /// The limit applies from this long after `epoch` on.
+    after: Duration,
     epoch: Instant,
     state: AtomicU64,
 }
 
 impl Throttle {
-    fn new(limit: Option<u32>) -> Throttle {
+    fn new(limit: Option<u32>, after: Duration) -> Throttle {
         Throttle {
             limit,
+            after,
             epoch: Instant::now(),
             state: AtomicU64::new(0),
         }
@@ -73,7 +76,11 @@ impl Throttle {
         let Some(limit) = self.limit else {
             return true;
         };
-        let second = self.epoch.elapsed().as_secs() & 0xFFFF_FFFF;
+        let elapsed = self.epoch.elapsed();
+        if elapsed < self.after {
+            return true;
+        }
+        let second = elapsed.as_secs() & 0xFFFF_FFFF;
         let mut current = self.state.load(Ordering::Relaxed);
         loop {
             let (window, count) = (current >> 32, current & 0xFFFF_FFFF);
@@ -114,7 +121,7 @@ impl Policy {
     pub(crate) fn new(cfg: &SimConfig) -> Policy {
         Policy {
             ids: IdGen::new(cfg.message_id_format),
-            throttle: Throttle::new(cfg.throttle_tps),
+            throttle: Throttle::new(cfg.throttle_tps, cfg.throttle_after),
             errors: cfg.error_injection.clone(),
             mix: cfg.outcomes,
             scripts: Mutex::new(HashMap::new()),
@@ -192,10 +199,16 @@ mod tests {
 
     #[test]
     fn throttle_admits_limit_per_second() {
-        let t = Throttle::new(Some(10));
+        let t = Throttle::new(Some(10), Duration::ZERO);
         let admitted = (0..25).filter(|_| t.admit()).count();
         // All within the same second (or, rarely, straddling two).
         assert!(admitted == 10 || admitted == 20, "{admitted}");
+    }
+
+    #[test]
+    fn throttle_admits_everything_until_its_start() {
+        let t = Throttle::new(Some(10), Duration::from_secs(3600));
+        assert_eq!((0..25).filter(|_| t.admit()).count(), 25);
     }
 
     #[test]

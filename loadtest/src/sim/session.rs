@@ -3,7 +3,10 @@
 
 use std::{
     str::FromStr,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -206,6 +209,9 @@ impl Session {
         };
         let seq = command.sequence_number();
         match (command.id(), command.pdu()) {
+            (CommandId::SubmitSm, Some(_)) if self.shared.nack_submits.load(Ordering::Relaxed) => {
+                self.nack(seq, ids::ESME_RSYSERR).await
+            }
             (CommandId::SubmitSm, Some(Pdu::SubmitSm(submit))) => {
                 let out = self.submit(seq, submit);
                 self.send(out).await

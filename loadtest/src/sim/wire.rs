@@ -43,6 +43,7 @@ pub(crate) mod ids {
     pub const ESME_RINVCMDLEN: u32 = 0x02;
     pub const ESME_RINVCMDID: u32 = 0x03;
     pub const ESME_RINVBNDSTS: u32 = 0x04;
+    pub const ESME_RSYSERR: u32 = 0x08;
     pub const ESME_RALYBND: u32 = 0x05;
     pub const ESME_RINVPASWD: u32 = 0x0E;
     pub const ESME_RINVSYSID: u32 = 0x0F;
