@@ -288,6 +288,62 @@ async fn a_repeated_batch_with_its_idempotency_key_sends_nothing_new() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_with_another_body_is_refused_and_a_key_is_scoped_to_its_route() {
+    let h = Harness::start(SimConfig::default()).await;
+    let post = |path: &'static str, body: Value| {
+        let h = &h;
+        async move { call(h, Method::POST, KEY, path, Some(body), Some("key-1")).await }
+    };
+    let first = otp(&number(0), "code 1");
+    let (status, _, replayed, sent) = post("/v1/messages", first.clone()).await;
+    assert_eq!((status, replayed), (202, false), "{sent}");
+    // The same body again: the first answer, nothing new.
+    let (status, _, replayed, again) = post("/v1/messages", first).await;
+    assert_eq!((status, replayed, &again["id"]), (202, true, &sent["id"]));
+    // Another body under the same key: refused, not the first answer.
+    let (status, _, replayed, other) = post("/v1/messages", otp(&number(0), "code 2")).await;
+    assert_eq!(
+        (status, replayed, &other["error"]["code"]),
+        (422, false, &json!("idempotency_mismatch")),
+        "{other}"
+    );
+    let (status, _, _, other) = post("/v1/messages", otp(&number(1), "code 1")).await;
+    assert_eq!(
+        (status, &other["error"]["code"]),
+        (422, &json!("idempotency_mismatch"))
+    );
+    // The key on the batch route is another key: a batch answer, sent.
+    let messages = json!({ "messages": [otp(&number(2), "code 3"), otp(&number(3), "code 3")] });
+    let (status, _, replayed, batch) = post("/v1/messages/batch", messages).await;
+    assert_eq!(
+        (status, replayed, &batch["accepted"]),
+        (200, false, &json!(2)),
+        "{batch}"
+    );
+    let messages = json!({ "messages": [otp(&number(2), "code 4")] });
+    let (status, _, _, other) = post("/v1/messages/batch", messages).await;
+    assert_eq!(
+        (status, &other["error"]["code"]),
+        (422, &json!("idempotency_mismatch"))
+    );
+    h.wait_until(WAIT, || async { h.sim.submit_count() >= 3 })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent: Vec<String> = h.sim.submits().into_iter().map(|s| s.text).collect();
+    assert_eq!(
+        sent.len(),
+        3,
+        "one single send and the first batch only: {sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .all(|t| !t.contains("code 2") && !t.contains("code 4")),
+        "{sent:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_rate_limit_is_429_with_retry_after_and_the_next_window_accepts() {
     let h = Harness::start_with(SimConfig::default(), 2, 16, |c| {
         // One message a second, three at once.
@@ -311,8 +367,11 @@ async fn over_the_rate_limit_is_429_with_retry_after_and_the_next_window_accepts
         (429, &json!("rate_limited"))
     );
     assert!(retry.is_some());
-    // The limit is the account's own: another account still sends.
-    let (status, _, body) = send(&h, "other-key", otp(&number(5), "code")).await;
+    // The limit is the account's own: another account still sends (from a
+    // sender of its own: "ACME" is the test account's).
+    let mut theirs = otp(&number(5), "code");
+    theirs["from"] = json!("OTHER");
+    let (status, _, body) = send(&h, "other-key", theirs).await;
     assert_eq!(status, 202, "{body}");
 
     // The next window accepts.

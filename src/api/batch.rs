@@ -24,13 +24,12 @@ use super::json::BatchJson;
 use super::messages::{self, Admitted, SendRequest};
 use crate::encoding::Encoding;
 use crate::message::Status;
-use crate::queue::IdempotencyRecord;
 
 /// Most messages in one batch.
 pub const MAX_MESSAGES: usize = 1000;
 
 /// Body of `POST /v1/messages/batch`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BatchRequest {
     /// 1 to 1,000 messages, each the body of `POST /v1/messages`. A message
     /// that does not have that shape gets its own `malformed_request` result;
@@ -155,7 +154,7 @@ impl BatchResult {
         (status = 401, description = "`unauthorized`.", body = super::openapi::ErrorEnvelope),
         (status = 409, description = "`idempotency_conflict`: the first request with this Idempotency-Key is still being processed.", body = super::openapi::ErrorEnvelope),
         (status = 413, description = "`payload_too_large`: body over `http.max_batch_body_bytes`.", body = super::openapi::ErrorEnvelope),
-        (status = 422, description = "`batch_refused`: no message was accepted; `results` says why for each.", body = BatchRefused),
+        (status = 422, description = "`batch_refused`: no message was accepted; `results` says why for each. (`idempotency_mismatch`, in the error envelope: the Idempotency-Key was first used with another body.)", body = BatchRefused),
         (status = 429, description = "`rate_limited` (the account's messages/s) or `quota_exceeded` (its daily quota): nothing was accepted.", body = super::openapi::ErrorEnvelope,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
         (status = 503, description = "`overloaded` (backlog full) or `store_unavailable`; nothing was accepted.", body = super::openapi::ErrorEnvelope,
@@ -176,26 +175,15 @@ pub async fn send(
             req.messages.len()
         )));
     }
-    let Some(key) = idempotency::key_from(&headers)? else {
-        return accept(&state, &account, req, None).await;
-    };
-    if let Some(first) = messages::remembered(&state, &account, &key).await? {
-        return Ok(first);
-    }
-    let _claim = state
-        .idempotency
-        .claim(account.clone(), key.clone())
-        .await?;
-    // The first request may have finished while we waited for the claim.
-    if let Some(first) = messages::remembered(&state, &account, &key).await? {
-        return Ok(first);
-    }
-    if let Some(first) = messages::claim_across_nodes(&state, &account, &key).await? {
-        return Ok(first);
-    }
-    let answer = accept(&state, &account, req, Some(key.clone())).await;
-    messages::release_across_nodes(&state, &account, &key).await;
-    answer
+    idempotency::once(
+        &state,
+        &account,
+        &headers,
+        idempotency::Route::Batch,
+        req,
+        |req, keyed| accept(&state, &account, req, keyed),
+    )
+    .await
 }
 
 /// Admits every message, stores the accepted ones in one commit (with the
@@ -204,7 +192,7 @@ async fn accept(
     state: &AppState,
     account: &Arc<str>,
     req: BatchRequest,
-    idempotency_key: Option<String>,
+    keyed: Option<idempotency::Keyed>,
 ) -> Result<Response, ApiError> {
     let settings = state
         .accounts
@@ -259,13 +247,7 @@ async fn accept(
         results,
     })
     .unwrap_or_default();
-    let record = idempotency_key.map(|key| IdempotencyRecord {
-        account: account.to_string(),
-        key,
-        status: StatusCode::OK.as_u16(),
-        body: body.clone(),
-        created_at: now,
-    });
+    let record = keyed.map(|k| k.record(account, StatusCode::OK, body.clone(), now));
     let mut spans = Vec::with_capacity(accepted);
     let mut batch = Vec::with_capacity(accepted);
     for a in admitted {

@@ -97,6 +97,16 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "idempotency_conflict", message)
     }
 
+    /// 422 `idempotency_mismatch`: the key was first used with another body.
+    pub fn idempotency_mismatch() -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_mismatch",
+            "This Idempotency-Key was first used with a different request; nothing was sent. \
+             Use a new key for a new request.",
+        )
+    }
+
     /// 429 `rate_limited`: over the account's messages-per-second limit.
     pub fn rate_limited(account: &str, wait: std::time::Duration) -> Self {
         let secs = retry_after_secs(wait);

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -21,10 +21,9 @@ use crate::compliance::Submission;
 use crate::encoding::Encoding;
 use crate::logging::mask;
 use crate::message::{ErrorInfo, Kind, Message, MessageId, Status};
-use crate::queue::IdempotencyRecord;
 
 /// Body of `POST /v1/messages`.
-#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct SendRequest {
     /// Recipient, E.164.
     #[schema(example = "+447400123456")]
@@ -163,7 +162,7 @@ impl From<&Message> for MessageView {
         (status = 401, description = "`unauthorized`.", body = super::openapi::ErrorEnvelope),
         (status = 409, description = "`idempotency_conflict`: the first request with this Idempotency-Key is still being processed.", body = super::openapi::ErrorEnvelope),
         (status = 413, description = "`payload_too_large`.", body = super::openapi::ErrorEnvelope),
-        (status = 422, description = "Admission refused: `invalid_number`, `unsupported_country`, `opted_out`, `consent_required`, `sender_not_allowed`, `content_blocked`, `template_not_registered`, `opt_out_text_missing`, `quiet_hours`, `frequency_capped`, `text_too_long`, `validity_invalid`.", body = super::openapi::ErrorEnvelope),
+        (status = 422, description = "Admission refused: `invalid_number`, `unsupported_country`, `opted_out`, `consent_required`, `sender_not_allowed`, `content_blocked`, `template_not_registered`, `opt_out_text_missing`, `quiet_hours`, `frequency_capped`, `text_too_long`, `validity_invalid`; `idempotency_mismatch`: the Idempotency-Key was first used with another body.", body = super::openapi::ErrorEnvelope),
         (status = 503, description = "`overloaded` (backlog full) or `store_unavailable`; nothing was accepted.", body = super::openapi::ErrorEnvelope,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
     )
@@ -176,106 +175,15 @@ pub async fn send(
 ) -> Result<Response, ApiError> {
     // Opt-outs another node took count here at once.
     state.preferences.sync().await;
-    let Some(key) = idempotency::key_from(&headers)? else {
-        return accept(&state, &account, req, None).await;
-    };
-    if let Some(first) = remembered(&state, &account, &key).await? {
-        return Ok(first);
-    }
-    let _claim = state
-        .idempotency
-        .claim(account.clone(), key.clone())
-        .await?;
-    // The first request may have finished while we waited for the claim.
-    if let Some(first) = remembered(&state, &account, &key).await? {
-        return Ok(first);
-    }
-    if let Some(first) = claim_across_nodes(&state, &account, &key).await? {
-        return Ok(first);
-    }
-    let answer = accept(&state, &account, req, Some(key.clone())).await;
-    release_across_nodes(&state, &account, &key).await;
-    answer
-}
-
-/// How long a node holds an Idempotency-Key it is processing against the
-/// other nodes sharing the store (released as soon as it has answered).
-const CROSS_NODE_CLAIM: std::time::Duration = std::time::Duration::from_secs(30);
-/// How long a request waits for another node's request with its key.
-const CROSS_NODE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-fn claim_name(account: &str, key: &str) -> String {
-    format!("idempotency:{account}\u{0}{key}")
-}
-
-/// Claims the key among every node sharing the store (nothing to do for a
-/// store this node has alone). `Some(first)`: another node's request with
-/// the key finished while this one waited, and this is its answer.
-pub(super) async fn claim_across_nodes(
-    state: &AppState,
-    account: &str,
-    key: &str,
-) -> Result<Option<Response>, ApiError> {
-    if !state.queue.shares_store() {
-        return Ok(None);
-    }
-    let name = claim_name(account, key);
-    let deadline = tokio::time::Instant::now() + CROSS_NODE_WAIT;
-    loop {
-        if state.queue.claim(&name, CROSS_NODE_CLAIM).await? {
-            // The other node may have answered and let go just before.
-            let first = remembered(state, account, key).await?;
-            if first.is_some() {
-                release_across_nodes(state, account, key).await;
-            }
-            return Ok(first);
-        }
-        if let Some(first) = remembered(state, account, key).await? {
-            return Ok(Some(first));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ApiError::conflict(
-                "A request with this Idempotency-Key is still being processed.",
-            ));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
-/// Gives the cross-node claim back (it would expire anyway).
-pub(super) async fn release_across_nodes(state: &AppState, account: &str, key: &str) {
-    if !state.queue.shares_store() {
-        return;
-    }
-    if let Err(e) = state.queue.release_claim(&claim_name(account, key)).await {
-        tracing::warn!(error = %e, "cannot release an Idempotency-Key claim; it expires");
-    }
-}
-
-/// The stored first answer for this key, if still remembered.
-pub(super) async fn remembered(
-    state: &AppState,
-    account: &str,
-    key: &str,
-) -> Result<Option<Response>, ApiError> {
-    let Some(record) = state.queue.idempotency(account, key).await? else {
-        return Ok(None);
-    };
-    if record.created_at < Utc::now() - state.idempotency_window {
-        return Ok(None);
-    }
-    let status = StatusCode::from_u16(record.status).unwrap_or(StatusCode::ACCEPTED);
-    Ok(Some(
-        (
-            status,
-            [
-                (header::CONTENT_TYPE, "application/json"),
-                (HeaderName::from_static("idempotent-replayed"), "true"),
-            ],
-            record.body,
-        )
-            .into_response(),
-    ))
+    idempotency::once(
+        &state,
+        &account,
+        &headers,
+        idempotency::Route::Send,
+        req,
+        |req, keyed| accept(&state, &account, req, keyed),
+    )
+    .await
 }
 
 /// Admits and enqueues one message; the 202 is stored with it when keyed.
@@ -283,7 +191,7 @@ async fn accept(
     state: &AppState,
     account: &Arc<str>,
     req: SendRequest,
-    idempotency_key: Option<String>,
+    keyed: Option<idempotency::Keyed>,
 ) -> Result<Response, ApiError> {
     let settings = state
         .accounts
@@ -309,13 +217,7 @@ async fn accept(
     } = admitted;
     let kind = message.kind;
     let body = serde_json::to_vec(&response).unwrap_or_default();
-    let record = idempotency_key.map(|key| IdempotencyRecord {
-        account: account.to_string(),
-        key,
-        status: StatusCode::ACCEPTED.as_u16(),
-        body: body.clone(),
-        created_at: now,
-    });
+    let record = keyed.map(|k| k.record(account, StatusCode::ACCEPTED, body.clone(), now));
     if let Err(e) = state.queue.enqueue(vec![message], record).await {
         settings.limits.refund(&mut reserved, 1);
         return Err(e.into());

@@ -145,6 +145,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// [409] The first request with this Idempotency-Key is still being processed.
     IdempotencyConflict,
+    /// [422] The Idempotency-Key was first used with a different request body.
+    IdempotencyMismatch,
     /// [413] Body over `http.max_body_bytes`.
     PayloadTooLarge,
     /// [422] Not E.164, not a valid number, or a number that cannot receive SMS.
@@ -157,6 +159,8 @@ pub enum ErrorCode {
     ConsentRequired,
     /// [422] The sender id is malformed or not allowed for this country.
     SenderNotAllowed,
+    /// [422] The sender id belongs to another account, or is not one of the account's `senders`.
+    SenderNotOwned,
     /// [422] The text matches a pattern the country blocks.
     ContentBlocked,
     /// [422] The text matches none of the account's registered templates (where required).
@@ -260,8 +264,9 @@ pub struct Reloaded {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct IdempotencyKey {
-    /// 1–255 characters. A repeat from the same account within `store.idempotency_hours` (24 h)
-    /// returns the first answer (with `Idempotent-Replayed: true`) and sends nothing new.
+    /// 1–255 characters, scoped to the account and the route. A repeat with the same body within
+    /// `store.idempotency_hours` (24 h) returns the first answer (with `Idempotent-Replayed:
+    /// true`) and sends nothing new; a repeat with another body is 422 `idempotency_mismatch`.
     #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255)]
     pub idempotency_key: Option<String>,
 }

@@ -65,6 +65,45 @@ pub struct IdempotencyRecord {
     pub body: Vec<u8>,
     /// When the first request was answered.
     pub created_at: DateTime<Utc>,
+    /// SHA-256 of the first request's route and body: a repeat with another
+    /// body is refused. `None` in records from before it was kept.
+    pub fingerprint: Option<Vec<u8>>,
+}
+
+impl IdempotencyRecord {
+    /// Reads a stored record (postcard), also one written before
+    /// fingerprints were kept.
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes).or_else(|e| {
+            postcard::from_bytes::<IdempotencyRecordV1>(bytes)
+                .map(Self::from)
+                .map_err(|_| e)
+        })
+    }
+}
+
+/// An [`IdempotencyRecord`] as stored before fingerprints were kept.
+#[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct IdempotencyRecordV1 {
+    account: String,
+    key: String,
+    status: u16,
+    body: Vec<u8>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<IdempotencyRecordV1> for IdempotencyRecord {
+    fn from(r: IdempotencyRecordV1) -> Self {
+        Self {
+            account: r.account,
+            key: r.key,
+            status: r.status,
+            body: r.body,
+            created_at: r.created_at,
+            fingerprint: None,
+        }
+    }
 }
 
 /// Which per-recipient preference list.
@@ -395,5 +434,32 @@ pub trait Store: Send + Sync + 'static {
     /// Flushes everything to disk before the process exits.
     async fn close(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idempotency_record_from_before_fingerprints_still_reads() {
+        let at = Utc::now();
+        let old = IdempotencyRecordV1 {
+            account: "acme".into(),
+            key: "k".into(),
+            status: 202,
+            body: b"{}".to_vec(),
+            created_at: at,
+        };
+        let bytes = postcard::to_stdvec(&old).unwrap();
+        let read = IdempotencyRecord::decode(&bytes).unwrap();
+        assert_eq!((read.key.as_str(), read.fingerprint), ("k", None));
+        let new = IdempotencyRecord {
+            fingerprint: Some(vec![1; 32]),
+            ..read
+        };
+        let bytes = postcard::to_stdvec(&new).unwrap();
+        assert_eq!(IdempotencyRecord::decode(&bytes).unwrap(), new);
+        assert!(IdempotencyRecord::decode(&[0xFF]).is_err());
     }
 }

@@ -413,7 +413,7 @@ impl Store for DurableStore {
         let k = account_key(account, key);
         let bytes = self.read(move |kv| kv.get(Space::Idempotency, &k)).await?;
         bytes
-            .map(|b| postcard::from_bytes(&b).map_err(codec))
+            .map(|b| IdempotencyRecord::decode(&b).map_err(codec))
             .transpose()
     }
 
@@ -1056,6 +1056,7 @@ mod tests {
             status: 202,
             body: b"{}".to_vec(),
             created_at: Utc::now(),
+            fingerprint: Some(vec![7; 32]),
         };
         {
             let store = open(dir.path());
