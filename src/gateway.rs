@@ -155,7 +155,7 @@ impl Gateway {
         let (inbound_tx, inbound_rx) = mpsc::channel(dlr::INBOUND_CAPACITY);
         let admission = Arc::new(
             Admission::with_rules(config.messages.clone(), rules, preferences.clone())
-                .with_templates(&config.accounts)?,
+                .with_accounts(&config.accounts)?,
         );
         let keywords = Arc::new(InboundHandler::new(
             preferences.clone(),

@@ -233,7 +233,7 @@ templates = [{ sender = "ACMEIN", text = "Your OTP is {#var#}. Do not share it."
     )
     .expect("config");
     let admission = admission
-        .with_templates(&config.accounts)
+        .with_accounts(&config.accounts)
         .expect("templates");
     let at = utc("2026-11-24T06:00:00Z");
     let otp = |from: &str, text: &str| submission(IN, from, text, Kind::Otp);

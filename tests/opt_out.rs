@@ -68,7 +68,7 @@ async fn an_opted_out_recipient_is_refused_until_opted_back_in() {
         .post_as(
             "other-key",
             "/v1/messages",
-            notification("+447400111222").to_string(),
+            json!({ "to": "+447400111222", "from": "OTHER", "text": "Your parcel is on its way", "kind": "transactional" }).to_string(),
         )
         .await;
     assert_eq!(status, 202);
@@ -256,6 +256,80 @@ async fn help_is_answered_and_inbound_messages_are_listed_for_the_owning_account
     assert_eq!(
         common::metric_sum(&metrics, "smsgate_mo_keywords_total", &["keyword=\"help\""]),
         1.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_account_cannot_send_from_a_sender_it_does_not_own() {
+    // "test" owns ACME; "other" lists no senders.
+    let h = Harness::start(SimConfig::default()).await;
+    let to = "+447400555111";
+    let body = |from: &str| json!({ "to": to, "from": from, "text": "hello", "kind": "otp" });
+    for from in ["ACME", "acme", " ACME"] {
+        let (status, resp) = h
+            .post_as("other-key", "/v1/messages", body(from).to_string())
+            .await;
+        assert_eq!(
+            (status, &resp["error"]["code"]),
+            (422, &json!("sender_not_owned")),
+            "other from {from:?}: {resp}"
+        );
+    }
+    // The batch route holds the same rule.
+    let batch = json!({ "messages": [body("ACME")] }).to_string();
+    let (status, resp) = h.post_as("other-key", "/v1/messages/batch", batch).await;
+    assert_eq!(status, 422, "{resp}");
+    assert_eq!(resp["results"][0]["error"]["code"], "sender_not_owned");
+    // The owner sends from it; an account that lists senders sends only from those.
+    let (status, resp) = h
+        .post_as(KEY, "/v1/messages", body("ACME").to_string())
+        .await;
+    assert_eq!(status, 202, "{resp}");
+    let (status, resp) = h
+        .post_as(KEY, "/v1/messages", body("NOTMINE").to_string())
+        .await;
+    assert_eq!(
+        (status, &resp["error"]["code"]),
+        (422, &json!("sender_not_owned"))
+    );
+    // A sender nobody owns is open to an account that lists none.
+    let (status, resp) = h
+        .post_as("other-key", "/v1/messages", body("OTHER").to_string())
+        .await;
+    assert_eq!(status, 202, "{resp}");
+
+    // A STOP to ACME opts the recipient out of ACME's owner; no other
+    // account can reach them as ACME, since none may send from it.
+    h.sim
+        .inject_mo("smsgate", "447400555111", "ACME", "STOP")
+        .await
+        .expect("MO delivered");
+    h.wait_until(Duration::from_secs(10), || async {
+        call(&h, reqwest::Method::GET, KEY, &format!("/v1/opt-outs/{to}"))
+            .await
+            .1["opted_out"]
+            == true
+    })
+    .await;
+    let (status, resp) = h
+        .post_as(
+            KEY,
+            "/v1/messages",
+            json!({ "to": to, "from": "ACME", "text": "promo" }).to_string(),
+        )
+        .await;
+    assert_eq!((status, &resp["error"]["code"]), (422, &json!("opted_out")));
+    let (status, resp) = h
+        .post_as(
+            "other-key",
+            "/v1/messages",
+            json!({ "to": to, "from": "ACME", "text": "promo" }).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, &resp["error"]["code"]),
+        (422, &json!("sender_not_owned"))
     );
     h.stop().await;
 }

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use super::keywords::{Keyword, keyword};
 use super::number::{Recipient, parse_recipient};
 use super::preferences::{Preferences, Source};
+use super::senders::SenderOwners;
 use super::{Admission, Submission};
 use crate::config::{AccountConfig, KeywordReplies};
 use crate::dlr::{MoHandler, MoMessage};
@@ -26,8 +27,8 @@ pub struct InboundHandler {
     admission: Arc<Admission>,
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
-    /// Sender id or number (as the SMSC quotes it, without `+`) → owning accounts.
-    owners: HashMap<String, Vec<String>>,
+    /// Sender id or number → owning accounts.
+    owners: SenderOwners,
     all_accounts: Vec<String>,
     replies: HashMap<String, KeywordReplies>,
     concat_ref: AtomicU8,
@@ -42,12 +43,7 @@ impl InboundHandler {
         metrics: Arc<Metrics>,
         accounts: &[AccountConfig],
     ) -> Self {
-        let mut owners: HashMap<String, Vec<String>> = HashMap::new();
-        for a in accounts {
-            for s in &a.senders {
-                owners.entry(normalise(s)).or_default().push(a.id.clone());
-            }
-        }
+        let owners = SenderOwners::from_accounts(accounts);
         Self {
             preferences,
             admission,
@@ -67,8 +63,8 @@ impl InboundHandler {
     /// when nobody owns it — every account, so a STOP is never ignored.
     fn accounts_for(&self, to: &str) -> &[String] {
         self.owners
-            .get(&normalise(to))
-            .map_or(self.all_accounts.as_slice(), Vec::as_slice)
+            .owners_of(to)
+            .unwrap_or(self.all_accounts.as_slice())
     }
 
     /// The keyword the text is, in the words of the sender's country.
@@ -165,10 +161,6 @@ impl InboundHandler {
             Err(e) => tracing::warn!(%account, error = %e, "cannot queue keyword reply"),
         }
     }
-}
-
-fn normalise(addr: &str) -> String {
-    addr.trim().trim_start_matches('+').to_uppercase()
 }
 
 #[async_trait]

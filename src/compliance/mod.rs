@@ -12,6 +12,7 @@ mod numbering;
 pub mod preferences;
 pub mod quiet;
 pub mod rules;
+pub mod senders;
 mod templates;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use crate::encoding;
 use crate::message::{Kind, NewMessage};
 use caps::FrequencyCaps;
 use rules::{CountryRules, QuietAction, SenderType};
+use senders::SenderOwners;
 use templates::Templates;
 
 pub use inbound::InboundHandler;
@@ -65,6 +67,10 @@ pub enum Refusal {
     /// The sender id is malformed or not allowed.
     #[error("{0}")]
     SenderNotAllowed(String),
+    /// The sender id belongs to another account, or the account may use
+    /// only the senders it lists.
+    #[error("{0}")]
+    SenderNotOwned(String),
     /// More segments than allowed.
     #[error("{0}")]
     TextTooLong(String),
@@ -87,6 +93,7 @@ impl Refusal {
             Refusal::TemplateNotRegistered(_) => "template_not_registered",
             Refusal::FrequencyCapped(_) => "frequency_capped",
             Refusal::SenderNotAllowed(_) => "sender_not_allowed",
+            Refusal::SenderNotOwned(_) => "sender_not_owned",
             Refusal::TextTooLong(_) => "text_too_long",
             Refusal::ValidityInvalid(_) => "validity_invalid",
         }
@@ -147,6 +154,8 @@ pub struct Admission {
     rules: RwLock<Arc<RuleBook>>,
     templates: Templates,
     caps: FrequencyCaps,
+    /// Which account owns which sender.
+    senders: SenderOwners,
     /// Accounts' default webhook URLs (used when a message names none).
     default_callbacks: HashMap<String, String>,
 }
@@ -161,6 +170,7 @@ impl Admission {
             rules: RwLock::new(Arc::new(RuleBook::permissive())),
             templates: Templates::default(),
             caps: FrequencyCaps::default(),
+            senders: SenderOwners::default(),
             default_callbacks: HashMap::new(),
         }
     }
@@ -177,14 +187,17 @@ impl Admission {
             rules: RwLock::new(Arc::new(rules)),
             templates: Templates::default(),
             caps: FrequencyCaps::default(),
+            senders: SenderOwners::default(),
             default_callbacks: HashMap::new(),
         }
     }
 
-    /// Adds the accounts' registered templates (checked where a country
-    /// requires them).
-    pub fn with_templates(mut self, accounts: &[AccountConfig]) -> Result<Self, ConfigError> {
+    /// Adds what the accounts' config says admission needs: their
+    /// registered templates (checked where a country requires them), the
+    /// senders each owns, and their default webhook URLs.
+    pub fn with_accounts(mut self, accounts: &[AccountConfig]) -> Result<Self, ConfigError> {
         self.templates = Templates::from_accounts(accounts)?;
+        self.senders = SenderOwners::from_accounts(accounts);
         self.default_callbacks = accounts
             .iter()
             .filter_map(|a| Some((a.id.clone(), a.callback_url.clone()?)))
@@ -247,6 +260,12 @@ impl Admission {
             }
         }
         check_sender(&s.from)?;
+        if !s.keyword_reply {
+            // The gateway's answer to a keyword goes from the number it was sent to.
+            let registered =
+                (!rules.registered_senders.is_empty()).then_some(recipient.country.as_str());
+            self.senders.check(&s.account, &s.from, registered)?;
+        }
         check_sender_rules(rules, &s.from, marketing, &recipient.country)?;
         if rules.templates_required {
             self.templates.check(&s.account, &s.from, &s.text)?;
