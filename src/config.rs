@@ -160,6 +160,13 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Largest body of `POST /v1/messages/batch` (up to 1,000 messages).
     pub max_batch_body_bytes: usize,
+    /// Seconds a client has to send a whole request head (request line and
+    /// headers); then 408 `request_timeout` and the connection is closed.
+    /// An idle keep-alive connection is closed after as long.
+    pub header_timeout_s: u64,
+    /// Seconds a client has to send a whole request body; then 408
+    /// `request_timeout` and the connection is closed.
+    pub body_timeout_s: u64,
 }
 
 impl Default for HttpConfig {
@@ -168,6 +175,8 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024,
             max_batch_body_bytes: 4 * 1024 * 1024,
+            header_timeout_s: 10,
+            body_timeout_s: 30,
         }
     }
 }
@@ -728,6 +737,11 @@ impl Config {
         if self.messages.max_segments == 0 || self.messages.max_segments > 255 {
             return Err(ConfigError::Invalid(
                 "messages.max_segments must be between 1 and 255".into(),
+            ));
+        }
+        if self.http.header_timeout_s == 0 || self.http.body_timeout_s == 0 {
+            return Err(ConfigError::Invalid(
+                "http.header_timeout_s and body_timeout_s must be at least 1".into(),
             ));
         }
         Ok(())

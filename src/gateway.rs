@@ -197,6 +197,7 @@ impl Gateway {
             concat_ref: Arc::new(AtomicU8::new(rand::random())),
             max_body_bytes: config.http.max_body_bytes,
             max_batch_body_bytes: config.http.max_batch_body_bytes,
+            body_timeout: Duration::from_secs(config.http.body_timeout_s),
             idempotency: Arc::default(),
             idempotency_window: chrono::Duration::hours(i64::from(config.store.idempotency_hours)),
             dead_letters,
@@ -211,13 +212,16 @@ impl Gateway {
         let http_stop = CancellationToken::new();
         let stop = http_stop.clone();
         let app = api::router(state);
-        let http = tokio::spawn(async move {
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let deadlines = api::server::Deadlines {
+            header: Duration::from_secs(config.http.header_timeout_s),
+        };
+        let http = tokio::spawn(api::server::serve(
+            listener,
+            app,
+            deadlines,
+            metrics.clone(),
+            stop,
+        ));
         tracing::info!(%http_addr, "smsgate listening");
         Ok(Self {
             admission,

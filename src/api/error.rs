@@ -51,6 +51,19 @@ impl ApiError {
         )
     }
 
+    /// 408 `request_timeout`: the body did not arrive in time. The answer
+    /// closes the connection.
+    pub fn request_timeout(waited: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            super::server::REQUEST_TIMEOUT,
+            format!(
+                "The request body did not arrive within {} s.",
+                waited.as_secs()
+            ),
+        )
+    }
+
     /// 401 `unauthorized`.
     pub fn unauthorized() -> Self {
         Self::new(
@@ -214,6 +227,11 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the request may never come: the connection is done.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp.extensions_mut().insert(ErrorCode(self.code));
         resp

@@ -30,7 +30,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        read(req, state.max_body_bytes).await.map(ApiJson)
+        read(req, state.max_body_bytes, state.body_timeout)
+            .await
+            .map(ApiJson)
     }
 }
 
@@ -41,17 +43,33 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        read(req, state.max_batch_body_bytes).await.map(BatchJson)
+        read(req, state.max_batch_body_bytes, state.body_timeout)
+            .await
+            .map(BatchJson)
     }
 }
 
-/// Reads at most `limit` bytes of body and parses them.
+/// Reads at most `limit` bytes of body within `deadline` and parses them; a
+/// body still incomplete at the deadline is 408 `request_timeout`.
 ///
 /// An oversized body is read on to its end (up to [`DRAIN_BYTES`] /
 /// [`DRAIN_TIME`]) before the 413: closing a connection with unread request
 /// bytes makes the kernel reset it, and a reset can destroy the 413 before
 /// the client reads it.
-async fn read<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiError> {
+async fn read<T: DeserializeOwned>(
+    req: Request,
+    limit: usize,
+    deadline: Duration,
+) -> Result<T, ApiError> {
+    let bytes = tokio::time::timeout(deadline, collect(req, limit))
+        .await
+        .map_err(|_| ApiError::request_timeout(deadline))??;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::malformed(format!("The request body is not valid: {e}.")))
+}
+
+/// Collects at most `limit` bytes of body.
+async fn collect(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut body = req.into_body().into_data_stream();
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
@@ -73,6 +91,5 @@ async fn read<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiE
         }
         bytes.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::malformed(format!("The request body is not valid: {e}.")))
+    Ok(bytes)
 }

@@ -16,6 +16,7 @@ pub mod messages;
 mod openapi;
 mod ops;
 mod preferences;
+pub mod server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize};
@@ -76,6 +77,8 @@ pub struct Shared {
     pub max_body_bytes: usize,
     /// Largest accepted body of `POST /v1/messages/batch`.
     pub max_batch_body_bytes: usize,
+    /// Longest wait for a whole request body (then 408 `request_timeout`).
+    pub body_timeout: std::time::Duration,
     /// Idempotency keys being processed right now.
     pub idempotency: Arc<idempotency::InFlightKeys>,
     /// How long an Idempotency-Key is remembered.
