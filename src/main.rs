@@ -1,6 +1,8 @@
 //! The `smsgate` command: `serve` runs the gateway on a config file; `demo`
 //! runs it together with the built-in SMSC simulator so a new user sees a
-//! message delivered within a minute.
+//! message delivered within a minute. `demo` (and the simulator it links)
+//! is the `demo` feature, on by default: `--no-default-features` builds a
+//! `serve`-only binary without the load-test kit.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use smsgate::Gateway;
 use smsgate::config::{Config, LogFormat};
+#[cfg(feature = "demo")]
 use smsgate_loadtest::sim::{SimConfig, Simulator};
 use tracing_subscriber::EnvFilter;
 
@@ -19,9 +22,11 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The example config, compiled in so `demo` runs from any directory.
+#[cfg(feature = "demo")]
 const EMBEDDED_CONFIG: &str = include_str!("../config/smsgate.toml");
 
 /// The shipped country rules, for a `demo` run outside the source tree.
+#[cfg(feature = "demo")]
 const EMBEDDED_COUNTRIES: &str = include_str!("../config/countries.toml");
 
 #[derive(Parser)]
@@ -47,6 +52,7 @@ enum Command {
         http: Option<SocketAddr>,
     },
     /// Run the gateway with a local SMSC simulator as its carrier.
+    #[cfg(feature = "demo")]
     Demo {
         /// Configuration file (TOML); the built-in example when absent.
         #[arg(long, short)]
@@ -71,48 +77,52 @@ async fn main() -> Result<()> {
             wait_for_signal(&gateway).await?;
             gateway.shutdown().await;
         }
-        Command::Demo { config, http } => {
-            let mut config = match &config {
-                Some(path) => {
-                    Config::load(path).with_context(|| format!("loading {}", path.display()))?
-                }
-                None => Config::parse(EMBEDDED_CONFIG).context("built-in config")?,
-            };
-            if let Some(addr) = http {
-                config.http.listen = addr;
-            }
-            init_logging(&config);
-            if !config.compliance.countries.exists() {
-                std::fs::create_dir_all(&config.store.path)
-                    .context("creating the data directory")?;
-                let copy = config.store.path.join("countries.toml");
-                std::fs::write(&copy, EMBEDDED_COUNTRIES)
-                    .context("writing the built-in country rules")?;
-                config.compliance.countries = copy;
-            }
-            let sim = Simulator::start(SimConfig {
-                credentials: config
-                    .carriers
-                    .iter()
-                    .map(|c| (c.system_id.clone(), c.password.clone()))
-                    .collect(),
-                ..SimConfig::default()
-            })
-            .await
-            .context("starting the SMSC simulator")?;
-            for carrier in &mut config.carriers {
-                carrier.url = format!("smpp://{}", sim.smpp_addr());
-            }
-            let gateway = Gateway::start(config).await.context("starting smsgate")?;
-            print_demo_banner(gateway.http_addr(), sim.smpp_addr());
-            wait_for_signal(&gateway).await?;
-            gateway.shutdown().await;
-            sim.shutdown().await;
-        }
+        #[cfg(feature = "demo")]
+        Command::Demo { config, http } => run_demo(config, http).await?,
     }
     Ok(())
 }
 
+/// `smsgate demo`: the gateway on the given or built-in config, its carriers
+/// pointed at an in-process SMSC simulator.
+#[cfg(feature = "demo")]
+async fn run_demo(config: Option<PathBuf>, http: Option<SocketAddr>) -> Result<()> {
+    let mut config = match &config {
+        Some(path) => Config::load(path).with_context(|| format!("loading {}", path.display()))?,
+        None => Config::parse(EMBEDDED_CONFIG).context("built-in config")?,
+    };
+    if let Some(addr) = http {
+        config.http.listen = addr;
+    }
+    init_logging(&config);
+    if !config.compliance.countries.exists() {
+        std::fs::create_dir_all(&config.store.path).context("creating the data directory")?;
+        let copy = config.store.path.join("countries.toml");
+        std::fs::write(&copy, EMBEDDED_COUNTRIES).context("writing the built-in country rules")?;
+        config.compliance.countries = copy;
+    }
+    let sim = Simulator::start(SimConfig {
+        credentials: config
+            .carriers
+            .iter()
+            .map(|c| (c.system_id.clone(), c.password.clone()))
+            .collect(),
+        ..SimConfig::default()
+    })
+    .await
+    .context("starting the SMSC simulator")?;
+    for carrier in &mut config.carriers {
+        carrier.url = format!("smpp://{}", sim.smpp_addr());
+    }
+    let gateway = Gateway::start(config).await.context("starting smsgate")?;
+    print_demo_banner(gateway.http_addr(), sim.smpp_addr());
+    wait_for_signal(&gateway).await?;
+    gateway.shutdown().await;
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[cfg(feature = "demo")]
 fn print_demo_banner(http: SocketAddr, smpp: SocketAddr) {
     println!(
         "\nsmsgate demo is running\n  HTTP API:       http://{http}\n  SMSC simulator: smpp://{smpp}\n  API key:        demo-key\n\nSend a message:\n  curl -s -H 'Authorization: Bearer demo-key' -d '{{\"to\":\"+447400123456\",\"from\":\"ACME\",\"text\":\"Hello from smsgate\",\"kind\":\"otp\"}}' http://{http}/v1/messages\nThen see it delivered (use the id from the answer):\n  curl -s -H 'Authorization: Bearer demo-key' http://{http}/v1/messages/<id>\nMetrics: curl -s http://{http}/metrics\nCtrl-C stops.\n"
