@@ -17,7 +17,7 @@ use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc malloc: glibc's malloc/free were 18–23 % of the gateway's
 /// CPU samples under load (many short-lived allocations on tokio's worker threads), and
-/// mimalloc's per-thread free lists cut the gateway's CPU per message (docs/performance.md).
+/// mimalloc's per-thread free lists cut the gateway's CPU per message (docs/performance-log.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,5 +1,5 @@
 //! `config/grafana/smsgate.json` (and the alert expressions in
-//! the README's Operating section) use only metrics the gateway really exports:
+//! the Operating section of docs/operations.md) use only metrics the gateway really exports:
 //! every `smsgate_*` name in a panel's `expr` is a family in `GET /metrics`
 //! after traffic that touches each labelled family, and every label the
 //! queries select or group by is one those series carry.
@@ -51,10 +51,11 @@ fn exprs(dash: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The PromQL in the README's "Operating" section (its code spans that name a metric).
+/// The PromQL in the "Operating" section of docs/operations.md (its code spans that name a metric).
 fn alert_exprs() -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+            .expect("docs/operations.md");
     let start = readme.find("\n## Operating").expect("an Operating section");
     let rest = &readme[start + 1..];
     let text = &rest[..rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3)];
@@ -357,11 +358,11 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
     let by = Regex::new(r"\b(?:by|without)\s*\(([^)]*)\)").unwrap();
     let dash = dashboard();
     let mut used = BTreeSet::new();
-    for (source, e) in exprs(&dash)
-        .into_iter()
-        .map(|e| ("dashboard", e))
-        .chain(alert_exprs().into_iter().map(|e| ("README Operating", e)))
-    {
+    for (source, e) in exprs(&dash).into_iter().map(|e| ("dashboard", e)).chain(
+        alert_exprs()
+            .into_iter()
+            .map(|e| ("docs/operations.md Operating", e)),
+    ) {
         let mut labels_here = BTreeSet::new();
         for c in metric.captures_iter(&e) {
             let family = family_of(&c[1], &exported).unwrap_or_else(|| {

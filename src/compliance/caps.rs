@@ -1,6 +1,6 @@
 //! The marketing frequency cap: at most N marketing messages per recipient
 //! per account per local day (the country's first zone). Counted in memory:
-//! a restart forgets the day's counts (documented in the README).
+//! a restart forgets the day's counts (documented in docs/configuration.md).
 
 use chrono::{DateTime, NaiveDate, Utc};
 use dashmap::DashMap;
