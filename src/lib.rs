@@ -6,6 +6,8 @@
 //! [`gateway`] wires the stages together; [`message`] and [`encoding`] are the
 //! domain they share.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod backoff;
 pub mod carrier;
