@@ -73,6 +73,12 @@ async fn read<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiE
         }
         bytes.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&bytes)
+    parse(&bytes)
+}
+
+/// A whole body parsed as JSON into `T`; bad JSON or wrong types are 400
+/// `malformed_request` with serde's explanation.
+pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
         .map_err(|e| ApiError::malformed(format!("The request body is not valid: {e}.")))
 }

@@ -35,6 +35,12 @@ const WRITE_BATCH: usize = 256;
 /// reader stops reading, which is SMPP's only back-pressure towards the SMSC.
 const INBOUND_CAPACITY: usize = 1024;
 
+/// The codec that frames PDUs on the socket, both ways: rusmpp's
+/// length-prefixed `CommandCodec` with its default 8 KiB most per PDU.
+pub(crate) fn frame_codec() -> CommandCodec {
+    CommandCodec::new()
+}
+
 /// How an SMPP request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SmppError {
@@ -106,12 +112,12 @@ impl SmppClient {
         let client = Self { shared };
         let mut tasks = JoinSet::new();
         tasks.spawn(write_loop(
-            FramedWrite::new(write, CommandCodec::new()),
+            FramedWrite::new(write, frame_codec()),
             writer_rx,
             client.shared.closed.clone(),
         ));
         tasks.spawn(read_loop(
-            FramedRead::new(read, CommandCodec::new()),
+            FramedRead::new(read, frame_codec()),
             client.clone(),
             inbound_tx,
         ));
