@@ -181,8 +181,8 @@ pub fn encoding(data: &[u8]) {
             for (i, part) in parts.iter().enumerate() {
                 assert_eq!(part.udhi, plan.segments > 1);
                 let body = if part.udhi {
-                    let (_, body, concat) = encoding::split_udh(&part.short_message)
-                        .expect("a part's UDH is whole");
+                    let (_, body, concat) =
+                        encoding::split_udh(&part.short_message).expect("a part's UDH is whole");
                     let c = concat.expect("a part's UDH is a concatenation UDH");
                     assert_eq!((c.total, c.seq), (parts.len() as u8, i as u8 + 1));
                     body
@@ -295,9 +295,13 @@ fn built_deliver_sm(esm: u8, dc: u8, body: &[u8], payload: bool) -> DeliverSm {
         .esm_class(EsmClass::from(esm))
         .data_coding(DataCoding::from(dc));
     if payload {
-        b = b.push_tlv(rusmpp::tlvs::MessageDeliveryRequestTlvValue::MessagePayload(
-            rusmpp::values::MessagePayload::new(rusmpp::types::AnyOctetString::from_slice(body)),
-        ));
+        b = b.push_tlv(
+            rusmpp::tlvs::MessageDeliveryRequestTlvValue::MessagePayload(
+                rusmpp::values::MessagePayload::new(rusmpp::types::AnyOctetString::from_slice(
+                    body,
+                )),
+            ),
+        );
     } else {
         let sm = &body[..body.len().min(255)];
         b = b.short_message(OctetString::from_vec(sm.to_vec()).unwrap_or_default());
@@ -347,6 +351,14 @@ fn assert_round_trip(command: &Command) {
     let len = out.len();
     let back = frame_codec().decode(&mut out);
     match back {
+        // rusmpp reads a body-less PDU with stray octets as no PDU; it
+        // writes back the header alone, which reads as the PDU.
+        Ok(Some(back)) if command.pdu().is_none() => {
+            assert_eq!(
+                (back.id(), back.status(), back.sequence_number()),
+                (command.id(), command.status(), command.sequence_number())
+            );
+        }
         Ok(Some(back)) => assert_eq!(&back, command, "PDU changed in a round trip"),
         other => panic!("an encoded PDU ({len} octets) does not decode: {other:?}"),
     }
@@ -453,7 +465,10 @@ fn admit(mut req: SendRequest, default_from: Option<&str>) {
     };
     if let Ok(new) = admission().admit(s, now) {
         assert!(new.segments <= MAX_SEGMENTS);
-        assert_eq!(new.encoding == Encoding::Ucs2, new.encoding.data_coding() == 8);
+        assert_eq!(
+            new.encoding == Encoding::Ucs2,
+            new.encoding.data_coding() == 8
+        );
         submit_in_every_dialect(&Message::new(new, now, 7), now);
     }
 }
@@ -493,7 +508,11 @@ impl AsyncRead for Cuts<'_> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let cut = self.cuts.get(self.next % self.cuts.len().max(1)).copied();
-        let n = cut.unwrap_or(1).max(1).min(buf.remaining()).min(self.data.len());
+        let n = cut
+            .unwrap_or(1)
+            .max(1)
+            .min(buf.remaining())
+            .min(self.data.len());
         let (now, later) = self.data.split_at(n);
         buf.put_slice(now);
         self.data = later;

@@ -329,9 +329,13 @@ pub(crate) fn checked_from(
     if req.text.is_empty() {
         return Err(ApiError::malformed("text must not be empty."));
     }
-    let from = req.from.take().or_else(|| default_from.cloned()).ok_or_else(|| {
-        ApiError::malformed("from is required (the account has no default_from).")
-    })?;
+    let from = req
+        .from
+        .take()
+        .or_else(|| default_from.cloned())
+        .ok_or_else(|| {
+            ApiError::malformed("from is required (the account has no default_from).")
+        })?;
     if let Some(url) = &req.callback_url
         && !(url.starts_with("https://") || url.starts_with("http://"))
     {
