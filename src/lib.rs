@@ -15,6 +15,8 @@ pub mod compliance;
 pub mod config;
 pub mod dlr;
 pub mod encoding;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod gateway;
 pub mod logging;
 pub mod message;

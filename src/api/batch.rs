@@ -169,12 +169,7 @@ pub async fn send(
 ) -> Result<Response, ApiError> {
     // Opt-outs another node took count here at once.
     state.preferences.sync().await;
-    if req.messages.is_empty() || req.messages.len() > MAX_MESSAGES {
-        return Err(ApiError::malformed(format!(
-            "messages must hold 1 to {MAX_MESSAGES} messages (it holds {}).",
-            req.messages.len()
-        )));
-    }
+    check_count(&req)?;
     idempotency::once(
         &state,
         &account,
@@ -288,7 +283,26 @@ fn admit_one(
     value: serde_json::Value,
     now: chrono::DateTime<Utc>,
 ) -> Result<Admitted, ApiError> {
-    let req: SendRequest = serde_json::from_value(value)
-        .map_err(|e| ApiError::malformed(format!("Message {index} is not valid: {e}.")))?;
-    messages::admit(state, settings, req, now)
+    messages::admit(state, settings, message_request(index, value)?, now)
+}
+
+/// A batch holds 1 to [`MAX_MESSAGES`] messages (else 400 `malformed_request`).
+pub(crate) fn check_count(req: &BatchRequest) -> Result<(), ApiError> {
+    if req.messages.is_empty() || req.messages.len() > MAX_MESSAGES {
+        return Err(ApiError::malformed(format!(
+            "messages must hold 1 to {MAX_MESSAGES} messages (it holds {}).",
+            req.messages.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Message `index` of a batch read as the body of a single send (else its
+/// own `malformed_request` result).
+pub(crate) fn message_request(
+    index: usize,
+    value: serde_json::Value,
+) -> Result<SendRequest, ApiError> {
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::malformed(format!("Message {index} is not valid: {e}.")))
 }

@@ -64,8 +64,7 @@ async fn read<T: DeserializeOwned>(
     let bytes = tokio::time::timeout(deadline, collect(req, limit))
         .await
         .map_err(|_| ApiError::request_timeout(deadline))??;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::malformed(format!("The request body is not valid: {e}.")))
+    parse(&bytes)
 }
 
 /// Collects at most `limit` bytes of body.
@@ -92,4 +91,11 @@ async fn collect(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
         bytes.extend_from_slice(&chunk);
     }
     Ok(bytes)
+}
+
+/// A whole body parsed as JSON into `T`; bad JSON or wrong types are 400
+/// `malformed_request` with serde's explanation.
+pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::malformed(format!("The request body is not valid: {e}.")))
 }

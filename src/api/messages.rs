@@ -252,7 +252,7 @@ pub(super) struct Admitted {
 pub(super) fn admit(
     state: &AppState,
     account: &AccountSettings,
-    req: SendRequest,
+    mut req: SendRequest,
     now: DateTime<Utc>,
 ) -> Result<Admitted, ApiError> {
     let kind = req.kind.unwrap_or(Kind::Transactional);
@@ -264,22 +264,7 @@ pub(super) fn admit(
         to = %mask(&req.to),
     );
     let _entered = span.enter();
-    if req.text.is_empty() {
-        return Err(ApiError::malformed("text must not be empty."));
-    }
-    let from = req
-        .from
-        .or_else(|| account.default_from.clone())
-        .ok_or_else(|| {
-            ApiError::malformed("from is required (the account has no default_from).")
-        })?;
-    if let Some(url) = &req.callback_url
-        && !(url.starts_with("https://") || url.starts_with("http://"))
-    {
-        return Err(ApiError::malformed(
-            "callback_url must be an http:// or https:// URL.",
-        ));
-    }
+    let from = checked_from(&mut req, account.default_from.as_ref())?;
     let asked_at = req.send_at;
     let admitted = state.admission.admit(
         Submission {
@@ -332,6 +317,33 @@ pub(super) fn admit(
         response,
         span,
     })
+}
+
+/// The checks of a send body that need no state, in this order: a text,
+/// a sender (the request's, else the account's `default_from`, taken out of
+/// the request), an http(s) `callback_url`. Returns the sender.
+pub(crate) fn checked_from(
+    req: &mut SendRequest,
+    default_from: Option<&String>,
+) -> Result<String, ApiError> {
+    if req.text.is_empty() {
+        return Err(ApiError::malformed("text must not be empty."));
+    }
+    let from = req
+        .from
+        .take()
+        .or_else(|| default_from.cloned())
+        .ok_or_else(|| {
+            ApiError::malformed("from is required (the account has no default_from).")
+        })?;
+    if let Some(url) = &req.callback_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        return Err(ApiError::malformed(
+            "callback_url must be an http:// or https:// URL.",
+        ));
+    }
+    Ok(from)
 }
 
 /// The log line of a message stored durably (inside its span).

@@ -5,12 +5,12 @@
 //! [`router`] is the stage's public entry.
 
 pub mod auth;
-mod batch;
+pub(crate) mod batch;
 mod dlr;
 pub mod error;
 pub mod idempotency;
 mod inbound;
-mod json;
+pub(crate) mod json;
 pub mod limits;
 pub mod messages;
 mod openapi;

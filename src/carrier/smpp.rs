@@ -18,14 +18,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use rusmpp::pdus::{BindTransceiver, SubmitSm};
-use rusmpp::tokio_codec::CommandCodec;
-use rusmpp::{Command, CommandStatus, Pdu};
+use rusmpp::tokio_codec::{CommandCodec, DecodeError, EncodeError};
+use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 /// Most PDUs written with one flush.
@@ -34,6 +35,78 @@ const WRITE_BATCH: usize = 256;
 /// Capacity of the inbound (SMSC-initiated PDU) channel. When it is full the
 /// reader stops reading, which is SMPP's only back-pressure towards the SMSC.
 const INBOUND_CAPACITY: usize = 1024;
+
+/// The codec that frames PDUs on the socket, both ways (see [`FrameCodec`]).
+pub(crate) fn frame_codec() -> FrameCodec {
+    FrameCodec {
+        inner: CommandCodec::new(),
+    }
+}
+
+/// rusmpp's length-prefixed `CommandCodec` (16 to 8 KiB octets per PDU),
+/// but each PDU is decoded from its own `command_length` octets only.
+///
+/// rusmpp decodes the PDU from the whole read buffer: a PDU whose fields run
+/// past its `command_length` (say an sm_length larger than the PDU) went on
+/// reading the PDUs after it and swallowed them; octets a PDU did not use
+/// were read as the next length. Found by the `smpp_frames` fuzz target.
+/// Here a PDU that needs more than its octets is a decode error (the session
+/// closes), and octets it leaves over are dropped, so the stream stays in step.
+#[derive(Debug)]
+pub(crate) struct FrameCodec {
+    inner: CommandCodec,
+}
+
+impl Decoder for FrameCodec {
+    type Item = Command;
+    type Error = DecodeError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Command>, DecodeError> {
+        let Some(prefix) = src.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let length = u32::from_be_bytes(*prefix) as usize;
+        let bounds = 16..=self.inner.max_length().unwrap_or(usize::MAX);
+        if !bounds.contains(&length) {
+            // rusmpp refuses it (once it has a header's worth).
+            return self.inner.decode(src);
+        }
+        if src.len() < length {
+            src.reserve(length - src.len());
+            return Ok(None);
+        }
+        let mut frame = src.split_to(length);
+        match self.inner.decode(&mut frame)? {
+            Some(command) => {
+                if !frame.is_empty() {
+                    tracing::debug!(
+                        left = frame.len(),
+                        "PDU shorter than its command_length; extra octets dropped"
+                    );
+                }
+                Ok(Some(command))
+            }
+            // Unreachable: the frame holds all its octets.
+            None => Err(DecodeError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+        }
+    }
+}
+
+impl Encoder<Command> for FrameCodec {
+    type Error = EncodeError;
+
+    fn encode(&mut self, command: Command, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        self.inner.encode(&command, dst)
+    }
+}
+
+impl Encoder<&Command> for FrameCodec {
+    type Error = EncodeError;
+
+    fn encode(&mut self, command: &Command, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        self.inner.encode(command, dst)
+    }
+}
 
 /// How an SMPP request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,12 +179,12 @@ impl SmppClient {
         let client = Self { shared };
         let mut tasks = JoinSet::new();
         tasks.spawn(write_loop(
-            FramedWrite::new(write, CommandCodec::new()),
+            FramedWrite::new(write, frame_codec()),
             writer_rx,
             client.shared.closed.clone(),
         ));
         tasks.spawn(read_loop(
-            FramedRead::new(read, CommandCodec::new()),
+            FramedRead::new(read, frame_codec()),
             client.clone(),
             inbound_tx,
         ));
@@ -163,8 +236,10 @@ impl SmppClient {
         }
         let timeout = self.shared.settings.response_timeout;
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(resp)) => match (resp.status(), resp.pdu()) {
-                (status, Some(Pdu::GenericNack)) => Err(SmppError::GenericNack(status)),
+            // By command_id: rusmpp gives a generic_nack with stray body
+            // octets no PDU (found by the `smpp_pdu` fuzz target).
+            Ok(Ok(resp)) => match (resp.status(), resp.id()) {
+                (status, CommandId::GenericNack) => Err(SmppError::GenericNack(status)),
                 (CommandStatus::EsmeRok, _) => Ok(resp),
                 (status, _) => Err(SmppError::Status(status)),
             },
@@ -209,7 +284,7 @@ impl SmppClient {
 
 /// Writes queued PDUs, many per flush, until the session closes.
 async fn write_loop(
-    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, CommandCodec>,
+    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>,
     mut queue: mpsc::UnboundedReceiver<Command>,
     closed: CancellationToken,
 ) {
@@ -245,7 +320,7 @@ async fn write_loop(
 /// Reads PDUs: responses complete their request, enquire_link is answered
 /// here, everything else goes to the inbound channel.
 async fn read_loop(
-    mut stream: FramedRead<tokio::net::tcp::OwnedReadHalf, CommandCodec>,
+    mut stream: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
     client: SmppClient,
     inbound: mpsc::Sender<Command>,
 ) {
@@ -264,7 +339,7 @@ async fn read_loop(
             None => break,
         };
         let id = command.id();
-        if id.is_response() || matches!(command.pdu(), Some(Pdu::GenericNack)) {
+        if id.is_response() || id == CommandId::GenericNack {
             let waiter = client.lock_pending().remove(&command.sequence_number());
             match waiter {
                 Some(tx) => {
@@ -314,5 +389,80 @@ async fn keepalive(client: SmppClient) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame: the length prefix, then command_id, status, sequence, body.
+    fn frame(id: u32, seq: u32, body: &[u8], length: usize) -> Vec<u8> {
+        let mut f = (length as u32).to_be_bytes().to_vec();
+        for word in [id, 0, seq] {
+            f.extend_from_slice(&word.to_be_bytes());
+        }
+        f.extend_from_slice(body);
+        f
+    }
+
+    fn decode_all(bytes: &[u8]) -> Vec<Result<Command, String>> {
+        let mut codec = frame_codec();
+        let mut src = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        loop {
+            match codec.decode(&mut src) {
+                Ok(Some(c)) => out.push(Ok(c)),
+                Ok(None) => return out,
+                Err(e) => {
+                    out.push(Err(e.to_string()));
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// Found by the `smpp_frames` fuzz target: a deliver_sm whose
+    /// sm_length (182) runs past its command_length (61) decoded the
+    /// enquire_link after it as its text, when the two came in one read.
+    #[test]
+    fn a_pdu_never_reads_past_its_command_length() {
+        let mut body = b"\0\x05\x01447400777888\0\x05\0ACME\0\x40\0\0\0\0\0\0\0\0".to_vec();
+        body.push(182);
+        body.extend_from_slice(&[b'x'; 20]);
+        let length = 16 + body.len();
+        let mut bytes = frame(0x05, 10, &body, length);
+        let enquire = frame(0x15, 11, &[], 16);
+        bytes.extend_from_slice(&enquire);
+        bytes.extend_from_slice(&[b'y'; 200]);
+        let out = decode_all(&bytes);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].is_err(), "{out:?}");
+    }
+
+    #[test]
+    fn octets_a_pdu_leaves_over_are_dropped_and_the_next_pdu_is_read() {
+        // An enquire_link with 4 stray octets, then an unbind.
+        let mut bytes = frame(0x15, 7, &[1, 2, 3, 4], 20);
+        bytes.extend_from_slice(&frame(0x06, 8, &[], 16));
+        let out = decode_all(&bytes);
+        let seqs: Vec<u32> = out
+            .iter()
+            .map(|c| c.as_ref().map(Command::sequence_number).unwrap_or(0))
+            .collect();
+        assert_eq!(seqs, [7, 8], "{out:?}");
+        assert!(matches!(
+            out[1].as_ref().map(Command::pdu),
+            Ok(Some(Pdu::Unbind))
+        ));
+    }
+
+    #[test]
+    fn lengths_out_of_bounds_are_refused_and_partial_frames_wait() {
+        assert!(decode_all(&frame(0x15, 1, &[], 15))[0].is_err());
+        assert!(decode_all(&frame(0x15, 1, &[], 9000))[0].is_err());
+        assert!(decode_all(&frame(0x15, 1, &[], 16)[..10]).is_empty());
+        let whole = frame(0x06, 3, &[], 16);
+        assert_eq!(decode_all(&whole).len(), 1);
     }
 }

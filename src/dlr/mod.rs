@@ -21,8 +21,8 @@
 
 mod callback;
 pub mod dead_letter;
-mod ids;
-mod mo;
+pub(crate) mod ids;
+pub(crate) mod mo;
 pub mod receipt;
 pub mod webhooks;
 
