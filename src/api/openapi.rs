@@ -179,7 +179,10 @@ pub fn document(bounds: TextBounds) -> String {
 )]
 pub async fn serve(State(state): State<AppState>) -> impl IntoResponse {
     let bounds = TextBounds::of(state.admission.limits(), &state.admission.rules());
-    ([(header::CONTENT_TYPE, "application/json")], document(bounds))
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document(bounds),
+    )
 }
 
 /// Every non-2xx response body.
@@ -484,7 +487,10 @@ mod tests {
         let rules = RuleBook::load(std::path::Path::new(countries)).expect("countries.toml");
         let bounds = TextBounds::of(&MessagesConfig::default(), &rules);
         // 10 segments of 33, less the longest appended opt-out text (BR's, and a space).
-        assert_eq!(bounds.max_chars, 10 * 33 - " Responda SAIR para cancelar".len() as u32);
+        assert_eq!(
+            bounds.max_chars,
+            10 * 33 - " Responda SAIR para cancelar".len() as u32
+        );
         assert_eq!(bounds.max_validity_s, 72 * 3600);
         let served: Value = serde_json::from_str(&document(bounds)).expect("JSON");
         assert_eq!(&served, annotated(), "the annotations say other bounds");

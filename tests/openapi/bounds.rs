@@ -248,20 +248,32 @@ fn check_samples(doc: &Value, samples: &BTreeMap<&'static str, Vec<String>>) {
     let declared = patterns(doc);
     let places: BTreeSet<&str> = declared.keys().map(String::as_str).collect();
     let sampled: BTreeSet<&str> = samples.keys().copied().collect();
-    assert_eq!(places, sampled, "patterns declared vs patterns sampled here");
+    assert_eq!(
+        places, sampled,
+        "patterns declared vs patterns sampled here"
+    );
     for (place, schema) in &declared {
         let re = regex::Regex::new(schema["pattern"].as_str().unwrap()).expect("pattern");
         for s in &samples[place.as_str()] {
             let chars = s.chars().count() as u64;
             assert!(re.is_match(s), "{place}: {s:?} does not match {re}");
-            assert!(schema["minLength"].as_u64().is_none_or(|m| chars >= m), "{place}: {s:?}");
-            assert!(schema["maxLength"].as_u64().is_none_or(|m| chars <= m), "{place}: {s:?}");
+            assert!(
+                schema["minLength"].as_u64().is_none_or(|m| chars >= m),
+                "{place}: {s:?}"
+            );
+            assert!(
+                schema["maxLength"].as_u64().is_none_or(|m| chars <= m),
+                "{place}: {s:?}"
+            );
         }
     }
 }
 
 /// `POST /v1/messages` bodies at the edges of `SendRequest`, with the key to send them with.
-fn message_bodies(doc: &Value, samples: &BTreeMap<&str, Vec<String>>) -> Vec<(&'static str, Value)> {
+fn message_bodies(
+    doc: &Value,
+    samples: &BTreeMap<&str, Vec<String>>,
+) -> Vec<(&'static str, Value)> {
     let props = &doc["components"]["schemas"]["SendRequest"]["properties"];
     let max_text = props["text"]["maxLength"].as_u64().expect("text maxLength") as usize;
     let min_text = props["text"]["minLength"].as_u64().expect("text minLength") as usize;
@@ -276,7 +288,10 @@ fn message_bodies(doc: &Value, samples: &BTreeMap<&str, Vec<String>>) -> Vec<(&'
     for kind in kinds.as_array().expect("Kind is an enum") {
         for unit in ["😀", "€", "a😀"] {
             let text: String = unit.chars().cycle().take(max_text).collect();
-            bodies.push((KEY, json!({ "to": TO, "from": "ACME", "text": text, "kind": kind })));
+            bodies.push((
+                KEY,
+                json!({ "to": TO, "from": "ACME", "text": text, "kind": kind }),
+            ));
         }
     }
     for bound in ["minimum", "maximum"] {
@@ -285,7 +300,13 @@ fn message_bodies(doc: &Value, samples: &BTreeMap<&str, Vec<String>>) -> Vec<(&'
         bodies.push((KEY, body));
     }
     let mut nulls = base("nulls".into());
-    for field in ["kind", "validity_s", "callback_url", "client_ref", "send_at"] {
+    for field in [
+        "kind",
+        "validity_s",
+        "callback_url",
+        "client_ref",
+        "send_at",
+    ] {
         nulls[field] = Value::Null;
     }
     bodies.push((KEY, nulls));
@@ -293,10 +314,16 @@ fn message_bodies(doc: &Value, samples: &BTreeMap<&str, Vec<String>>) -> Vec<(&'
     extra["extra"] = json!({ "any": [1, 2] });
     bodies.push((KEY, extra));
     for to in &samples["SendRequest.to"] {
-        bodies.push((KEY, json!({ "to": to, "from": "ACME", "text": "to", "kind": "otp" })));
+        bodies.push((
+            KEY,
+            json!({ "to": to, "from": "ACME", "text": "to", "kind": "otp" }),
+        ));
     }
     for from in &samples["SendRequest.from"] {
-        bodies.push((OTHER_KEY, json!({ "to": TO, "from": from, "text": "from", "kind": "otp" })));
+        bodies.push((
+            OTHER_KEY,
+            json!({ "to": TO, "from": from, "text": "from", "kind": "otp" }),
+        ));
     }
     for url in &samples["SendRequest.callback_url"] {
         let mut body = base("callback".into());
@@ -307,6 +334,11 @@ fn message_bodies(doc: &Value, samples: &BTreeMap<&str, Vec<String>>) -> Vec<(&'
         "1970-01-01T00:00:00Z",
         "2030-06-30T12:00:00.5-09:30",
         "2999-12-31T23:59:59.999999999+14:00",
+        "2030-01-01t00:00:00z",
+        "2030-06-30T23:59:60Z",
+        "2030-01-01T00:00:00.1234567890123Z",
+        "2030-01-01T00:00:00-00:00",
+        "0001-01-01T00:00:00Z",
     ] {
         let mut body = base("scheduled".into());
         body["send_at"] = at.into();
@@ -319,7 +351,9 @@ fn message_bodies(doc: &Value, samples: &BTreeMap<&str, Vec<String>>) -> Vec<(&'
 async fn requests_valid_against_the_document_pass_the_input_checks() {
     let h = Harness::start(SimConfig::default()).await;
     let (_, doc) = fetch_document(&h).await;
-    let id = h.send_ok(json!({ "to": TO, "from": "ACME", "text": "id", "kind": "otp" })).await;
+    let id = h
+        .send_ok(json!({ "to": TO, "from": "ACME", "text": "id", "kind": "otp" }))
+        .await;
     let numbers = boundary_numbers();
     let samples = samples(&numbers, &id);
     check_samples(&doc, &samples);
@@ -337,23 +371,39 @@ async fn requests_valid_against_the_document_pass_the_input_checks() {
     }
     passes(&h, Call::new(Method::PUT, format!("/v1/consents/{TO}"))).await;
     for ulid in &samples["param:id"] {
-        let (status, body) = Call::new(Method::GET, format!("/v1/messages/{ulid}")).send(&h).await;
+        let (status, body) = Call::new(Method::GET, format!("/v1/messages/{ulid}"))
+            .send(&h)
+            .await;
         let known = ulid.eq_ignore_ascii_case(&id);
-        assert_eq!(status, if known { 200 } else { 404 }, "GET /v1/messages/{ulid}: {body}");
+        assert_eq!(
+            status,
+            if known { 200 } else { 404 },
+            "GET /v1/messages/{ulid}: {body}"
+        );
     }
 
     // Query parameters at their bounds.
     for (path, name) in [("/v1/inbound", "limit"), ("/admin/dlr/unmatched", "limit")] {
         let schema = &param(&doc, "get", path, name)["schema"];
         for bound in ["minimum", "maximum"] {
-            let n = schema[bound].as_u64().unwrap_or_else(|| panic!("{path} {name} {bound}"));
+            let n = schema[bound]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{path} {name} {bound}"));
             passes(&h, Call::new(Method::GET, format!("{path}?{name}={n}"))).await;
         }
     }
     for after in &samples["param:after"] {
-        passes(&h, Call::new(Method::GET, format!("/v1/inbound?after={after}&limit=1"))).await;
+        passes(
+            &h,
+            Call::new(Method::GET, format!("/v1/inbound?after={after}&limit=1")),
+        )
+        .await;
     }
-    passes(&h, Call::new(Method::GET, "/admin/dlr/unmatched?carrier=sim")).await;
+    passes(
+        &h,
+        Call::new(Method::GET, "/admin/dlr/unmatched?carrier=sim"),
+    )
+    .await;
 
     // Bodies: each alone, then all in one batch per account.
     let bodies = message_bodies(&doc, &samples);
@@ -361,8 +411,16 @@ async fn requests_valid_against_the_document_pass_the_input_checks() {
         passes(&h, Call::post("/v1/messages", body.clone()).key(key)).await;
     }
     for key in [KEY, OTHER_KEY] {
-        let messages: Vec<&Value> = bodies.iter().filter(|(k, _)| *k == key).map(|(_, b)| b).collect();
-        let answer = passes(&h, Call::post("/v1/messages/batch", json!({ "messages": messages })).key(key)).await;
+        let messages: Vec<&Value> = bodies
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, b)| b)
+            .collect();
+        let answer = passes(
+            &h,
+            Call::post("/v1/messages/batch", json!({ "messages": messages })).key(key),
+        )
+        .await;
         assert_eq!(answer["accepted"], messages.len(), "{answer}");
     }
     let batch = &doc["components"]["schemas"]["BatchRequest"]["properties"]["messages"];
@@ -377,10 +435,19 @@ async fn requests_valid_against_the_document_pass_the_input_checks() {
     // The Idempotency-Key header at its edges, on both routes.
     for (i, key) in samples["param:Idempotency-Key"].iter().enumerate() {
         let value = HeaderValue::from_str(key).expect("header value");
-        let message = json!({ "to": TO, "from": "ACME", "text": format!("key {i}"), "kind": "otp" });
-        passes(&h, Call::post("/v1/messages", message.clone()).idempotency(value.clone())).await;
+        let message =
+            json!({ "to": TO, "from": "ACME", "text": format!("key {i}"), "kind": "otp" });
+        passes(
+            &h,
+            Call::post("/v1/messages", message.clone()).idempotency(value.clone()),
+        )
+        .await;
         let batch = json!({ "messages": [message] });
-        passes(&h, Call::post("/v1/messages/batch", batch).idempotency(value)).await;
+        passes(
+            &h,
+            Call::post("/v1/messages/batch", batch).idempotency(value),
+        )
+        .await;
     }
 
     h.stop().await;
@@ -423,10 +490,25 @@ async fn values_just_outside_the_document_are_refused_with_the_code_it_names() {
         ("text", json!(""), 400, "malformed_request"),
         ("from", json!("ABCDEFGHIJKL"), 422, "sender_not_allowed"),
         ("from", json!("+12"), 422, "sender_not_allowed"),
-        ("from", json!("+1234567890123456"), 422, "sender_not_allowed"),
+        (
+            "from",
+            json!("+1234567890123456"),
+            422,
+            "sender_not_allowed",
+        ),
         ("validity_s", json!(0), 422, "validity_invalid"),
-        ("validity_s", json!(max_validity + 1), 422, "validity_invalid"),
-        ("callback_url", json!("ftp://example.com"), 400, "malformed_request"),
+        (
+            "validity_s",
+            json!(max_validity + 1),
+            422,
+            "validity_invalid",
+        ),
+        (
+            "callback_url",
+            json!("ftp://example.com"),
+            400,
+            "malformed_request",
+        ),
     ];
     for (field, value, status, code) in cases {
         let described = props[field]["description"].as_str().unwrap_or_default();
@@ -447,13 +529,21 @@ async fn values_just_outside_the_document_are_refused_with_the_code_it_names() {
     }
     let after = param(&doc, "get", "/v1/inbound", "after");
     let described = after["description"].as_str().unwrap_or_default();
-    for outside in ["0".repeat(25), "0".repeat(27), format!("{}U", "0".repeat(25))] {
+    for outside in [
+        "0".repeat(25),
+        "0".repeat(27),
+        format!("{}U", "0".repeat(25)),
+    ] {
         let call = Call::new(Method::GET, format!("/v1/inbound?after={outside}"));
         refused(&h, call, 400, "malformed_request", described).await;
     }
     let id = param(&doc, "get", "/v1/messages/{id}", "id");
     let described = id["description"].as_str().unwrap_or_default();
-    for outside in ["0".repeat(25), "0".repeat(27), format!("{}I", "0".repeat(25))] {
+    for outside in [
+        "0".repeat(25),
+        "0".repeat(27),
+        format!("{}I", "0".repeat(25)),
+    ] {
         let call = Call::new(Method::GET, format!("/v1/messages/{outside}"));
         refused(&h, call, 404, "not_found", described).await;
     }

@@ -17,7 +17,9 @@ use common::{Harness, KEY};
 use reqwest::Method;
 use serde_json::{Value, json};
 use smsgate_loadtest::sim::SimConfig;
-use support::{ROUTES, TO, check_shape, documented, fetch_document, refs, resolve, response_schema};
+use support::{
+    ROUTES, TO, check_shape, documented, fetch_document, refs, resolve, response_schema,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_document_is_openapi_3_and_lists_every_route() {

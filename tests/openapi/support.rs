@@ -127,4 +127,3 @@ pub fn check_shape(what: &str, schema: &Value, body: &Value) {
         );
     }
 }
-
