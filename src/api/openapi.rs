@@ -207,7 +207,8 @@ pub struct ErrorDetail {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
-    /// [400] Not JSON, wrong types, missing or empty fields, unknown `kind`.
+    /// [400] Not JSON, wrong types, missing or empty fields, unknown `kind`, a query parameter or
+    /// an Idempotency-Key outside what the document allows.
     MalformedRequest,
     /// [401] No key, wrong key, not a Bearer key.
     Unauthorized,
