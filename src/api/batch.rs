@@ -150,7 +150,7 @@ impl BatchResult {
         (status = 200, description = "At least one message accepted and durable; `results` says what happened to each.",
             body = BatchResponse,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key."))),
-        (status = 400, description = "`malformed_request`: not JSON, no `messages` array, or not 1 to 1,000 messages.", body = super::openapi::ErrorEnvelope),
+        (status = 400, description = "`malformed_request`: not JSON, no `messages` array, not 1 to 1,000 messages, or a malformed Idempotency-Key.", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "`unauthorized`.", body = super::openapi::ErrorEnvelope),
         (status = 409, description = "`idempotency_conflict`: the first request with this Idempotency-Key is still being processed.", body = super::openapi::ErrorEnvelope),
         (status = 413, description = "`payload_too_large`: body over `http.max_batch_body_bytes`.", body = super::openapi::ErrorEnvelope),

@@ -24,7 +24,8 @@ const MAX_LIMIT: usize = 1000;
 pub struct UnmatchedQuery {
     /// Only this carrier's receipts.
     pub carrier: Option<String>,
-    /// How many, 1–1000 (default 100).
+    /// How many, 1–1000 (default 100); else 400 `malformed_request`.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

@@ -24,9 +24,12 @@ const MAX_LIMIT: usize = 1000;
 #[into_params(parameter_in = Query)]
 pub struct InboundQuery {
     /// Return messages received after the one with this id (the previous
-    /// page's `next`); from the oldest when absent.
+    /// page's `next`, a ULID); from the oldest when absent. Anything but a ULID
+    /// is 400 `malformed_request`.
+    #[param(pattern = r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")]
     pub after: Option<String>,
-    /// Page size, 1–1000 (default 100).
+    /// Page size, 1–1000 (default 100); else 400 `malformed_request`.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

@@ -22,32 +22,54 @@ use crate::encoding::Encoding;
 use crate::logging::mask;
 use crate::message::{ErrorInfo, Kind, Message, MessageId, Status};
 
-/// Body of `POST /v1/messages`.
+/// Body of `POST /v1/messages`. Fields not listed here are ignored.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct SendRequest {
-    /// Recipient, E.164.
-    #[schema(example = "+447400123456")]
+    /// Recipient in E.164: `+`, the country code and the number, digits only (the gateway
+    /// also reads spaces and punctuation, which this pattern leaves out). Matching the
+    /// pattern is necessary, not sufficient: a number that is not valid in its country's
+    /// numbering plan, or cannot receive SMS (a landline), is refused 422 `invalid_number`.
+    #[schema(example = "+447400123456", pattern = r"^\+[1-9][0-9]{6,14}$")]
     pub to: String,
-    /// Sender id; the account's `default_from` when absent.
-    #[schema(example = "ACME")]
+    /// Sender id: 1–11 of `A–Z a–z 0–9 . - _` and space (not starting with a space), or a
+    /// number / short code (optional `+`, 3–15 digits); anything else is 422
+    /// `sender_not_allowed`. The schema requires it although an account with a
+    /// `default_from` may leave it out (without one, leaving it out is 400
+    /// `malformed_request`). Whether a valid sender may be used is the account's and the
+    /// country's rules (`sender_not_owned`, `sender_not_allowed`).
+    #[schema(
+        example = "ACME",
+        value_type = String,
+        required = true,
+        pattern = r"^(\+?[0-9]{3,15}|[A-Za-z0-9._-][A-Za-z0-9 ._-]{0,10})$"
+    )]
     #[serde(default)]
     pub from: Option<String>,
-    /// Text (UTF-8).
-    #[schema(example = "Your code is 123456")]
+    /// Text (UTF-8), not empty (else 400 `malformed_request`). At most `maxLength`
+    /// characters (Unicode code points): what always fits in the gateway's
+    /// `messages.max_segments` (and every country's `max_segments`) in the worst case
+    /// (UCS-2 with characters outside the BMP: 35 in one SMS, 33 per concatenated part),
+    /// less the opt-out text a country appends to marketing. Longer texts may still fit
+    /// (GSM 03.38 carries 153 per part); over the limit is 422 `text_too_long`.
+    #[schema(example = "Your code is 123456", min_length = 1, max_length = 302)]
     pub text: String,
     /// Priority class; `transactional` when absent.
     #[serde(default)]
     pub kind: Option<Kind>,
-    /// Validity in seconds.
+    /// Validity in seconds, 1 to the gateway's `messages.max_validity_s` (else 422
+    /// `validity_invalid`); the kind's default when absent. Written as an integer
+    /// (no fraction or exponent).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 259200)]
     pub validity_s: Option<u64>,
-    /// Webhook target.
+    /// Webhook target: an `http://` or `https://` URL (else 400 `malformed_request`).
     #[serde(default)]
+    #[schema(pattern = "^https?://")]
     pub callback_url: Option<String>,
-    /// Client's reference.
+    /// Client's reference (any string; returned as given).
     #[serde(default)]
     pub client_ref: Option<String>,
-    /// Scheduled send time (RFC 3339).
+    /// Scheduled send time (RFC 3339); now when absent or in the past.
     #[serde(default)]
     pub send_at: Option<DateTime<Utc>>,
 }
@@ -158,11 +180,11 @@ impl From<&Message> for MessageView {
         (status = 202, description = "Accepted and durable: `queued`, or `scheduled` for a later `send_at` (or deferred by quiet hours).",
             body = SendResponse,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key."))),
-        (status = 400, description = "`malformed_request`: not JSON, wrong types, missing or empty fields, unknown `kind`.", body = super::openapi::ErrorEnvelope),
+        (status = 400, description = "`malformed_request`: not JSON, wrong types, no `to` or `text`, an empty `text`, no `from` (and no `default_from`), a `callback_url` that is not http(s), an unknown `kind`, a malformed Idempotency-Key.", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "`unauthorized`.", body = super::openapi::ErrorEnvelope),
         (status = 409, description = "`idempotency_conflict`: the first request with this Idempotency-Key is still being processed.", body = super::openapi::ErrorEnvelope),
         (status = 413, description = "`payload_too_large`.", body = super::openapi::ErrorEnvelope),
-        (status = 422, description = "Admission refused: `invalid_number`, `unsupported_country`, `opted_out`, `consent_required`, `sender_not_allowed`, `content_blocked`, `template_not_registered`, `opt_out_text_missing`, `quiet_hours`, `frequency_capped`, `text_too_long`, `validity_invalid`; `idempotency_mismatch`: the Idempotency-Key was first used with another body.", body = super::openapi::ErrorEnvelope),
+        (status = 422, description = "Admission refused: `invalid_number`, `unsupported_country`, `opted_out`, `consent_required`, `sender_not_allowed`, `sender_not_owned`, `content_blocked`, `template_not_registered`, `opt_out_text_missing`, `quiet_hours`, `frequency_capped`, `text_too_long`, `validity_invalid`; `idempotency_mismatch`: the Idempotency-Key was first used with another body.", body = super::openapi::ErrorEnvelope),
         (status = 503, description = "`overloaded` (backlog full) or `store_unavailable`; nothing was accepted.", body = super::openapi::ErrorEnvelope,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
     )
@@ -364,7 +386,9 @@ pub(super) fn log_accepted(response: &SendResponse) {
     tag = "messages",
     summary = "A message's status",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The message id from the 202 (a ULID).")),
+    params(("id" = String, Path, pattern = r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$",
+        description = "The message id from the 202: a ULID (26 characters of Crockford's base 32, either case). \
+                       Anything else is 404 `not_found`, like an unknown id.")),
     responses(
         (status = 200, description = "The message as its account sees it.", body = MessageView),
         (status = 401, description = "`unauthorized`.", body = super::openapi::ErrorEnvelope),

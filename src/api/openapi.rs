@@ -8,8 +8,16 @@
 //! preference routes themselves (served by closures from
 //! `preferences::routes(kind)`, documented by the stubs below).
 //!
-//! `tests/openapi.rs` fetches the document from a running gateway and checks
-//! it lists every route the router serves and that every `$ref` resolves.
+//! The schemas say what the handlers accept: patterns, bounds and enums are
+//! those of the handlers' own checks (stricter where a check cannot be written
+//! as a schema, and then the description says so). The bounds that come from
+//! the configuration (`messages.max_segments`, `messages.max_validity_s`, the
+//! countries' `max_segments` and appended opt-out text) are written into the
+//! document served by each gateway ([`document`]).
+//!
+//! `tests/openapi/` fetches the document from a running gateway and checks it
+//! lists every route the router serves, that every `$ref` resolves, and that
+//! requests valid against it at its bounds pass the handlers' input checks.
 
 // Documentation-only items: the types below are never built (they describe bodies
 // made with `json!` or with borrowed strings), and the preference stubs only carry
@@ -18,13 +26,19 @@
 
 use std::sync::OnceLock;
 
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
+use super::AppState;
+use crate::compliance::RuleBook;
+use crate::config::MessagesConfig;
+use crate::encoding;
 use crate::message::{ErrorInfo, Kind, Status};
 
 /// The document.
@@ -88,14 +102,70 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The document as JSON, built once.
-pub fn document() -> &'static str {
-    static DOC: OnceLock<String> = OnceLock::new();
+/// The document as the annotations write it, built once. The bounds that
+/// depend on the configuration are set per gateway by [`document`].
+fn annotated() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
     DOC.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_json()
-            .expect("the OpenAPI document serialises")
+        serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises")
     })
+}
+
+/// The bounds of `POST /v1/messages` that come from the configuration and the
+/// country rules in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextBounds {
+    /// Characters a text may have: any text this long fits in every country's
+    /// segment limit, whatever its encoding, opt-out text appended.
+    pub max_chars: u32,
+    /// Largest `validity_s`.
+    pub max_validity_s: u64,
+}
+
+impl TextBounds {
+    /// The bounds admission enforces with `limits` and `rules`.
+    pub fn of(limits: &MessagesConfig, rules: &RuleBook) -> Self {
+        let segments = rules
+            .all()
+            .map(|r| r.max_segments)
+            .fold(limits.max_segments, u32::min);
+        // Marketing gets " <opt_out_text>" appended where a country says so.
+        let appended = rules
+            .all()
+            .filter(|r| r.append_opt_out_text && !r.required_marketing_text.is_empty())
+            .map(|r| r.opt_out_text.chars().count() as u32 + 1)
+            .max()
+            .unwrap_or(0);
+        Self {
+            max_chars: chars_in_segments(segments).saturating_sub(appended),
+            max_validity_s: limits.max_validity_s,
+        }
+    }
+}
+
+/// Characters that fit in `segments` SMS whatever the text: the worst case is
+/// UCS-2 with every character outside the BMP (two units, never split across
+/// parts), 35 in a single SMS and 33 per concatenated part; GSM 03.38 holds at
+/// least 80 and 76 (every character from the extension table).
+pub fn chars_in_segments(segments: u32) -> u32 {
+    if segments <= 1 {
+        encoding::UCS2_SINGLE_UNITS / 2
+    } else {
+        segments * (encoding::UCS2_PART_UNITS / 2)
+    }
+}
+
+/// The document as JSON with the bounds in force in this gateway.
+pub fn document(bounds: TextBounds) -> String {
+    let mut doc = annotated().clone();
+    let send = "/components/schemas/SendRequest/properties";
+    if let Some(text) = doc.pointer_mut(&format!("{send}/text")) {
+        text["maxLength"] = bounds.max_chars.into();
+    }
+    if let Some(validity) = doc.pointer_mut(&format!("{send}/validity_s")) {
+        validity["maximum"] = bounds.max_validity_s.into();
+    }
+    doc.to_string()
 }
 
 /// `GET /openapi.json`: this API as an OpenAPI 3.1 document (no authentication).
@@ -107,8 +177,12 @@ pub fn document() -> &'static str {
     summary = "This document",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API.", body = Object, content_type = "application/json")),
 )]
-pub async fn serve() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], document())
+pub async fn serve(State(state): State<AppState>) -> impl IntoResponse {
+    let bounds = TextBounds::of(state.admission.limits(), &state.admission.rules());
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document(bounds),
+    )
 }
 
 /// Every non-2xx response body.
@@ -133,7 +207,8 @@ pub struct ErrorDetail {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
-    /// [400] Not JSON, wrong types, missing or empty fields, unknown `kind`.
+    /// [400] Not JSON, wrong types, missing or empty fields, unknown `kind`, a query parameter or
+    /// an Idempotency-Key outside what the document allows.
     MalformedRequest,
     /// [401] No key, wrong key, not a Bearer key.
     Unauthorized,
@@ -264,10 +339,16 @@ pub struct Reloaded {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct IdempotencyKey {
-    /// 1–255 characters, scoped to the account and the route. A repeat with the same body within
+    /// 1–255 visible ASCII characters (inner spaces allowed; else 400 `malformed_request`),
+    /// scoped to the account and the route. A repeat with the same body within
     /// `store.idempotency_hours` (24 h) returns the first answer (with `Idempotent-Replayed:
     /// true`) and sends nothing new; a repeat with another body is 422 `idempotency_mismatch`.
-    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255)]
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]([ -~]{0,253}[!-~])?$"
+    )]
     pub idempotency_key: Option<String>,
 }
 
@@ -275,8 +356,11 @@ pub struct IdempotencyKey {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct Recipient {
-    /// The recipient in E.164 (`+` and digits; URL-encode the `+` as `%2B` or leave it).
-    #[param(example = "+447400123456")]
+    /// The recipient in E.164: `+`, the country code and the number, digits only (URL-encode
+    /// the `+` as `%2B` or leave it). Anything else, and a number that matches the pattern but
+    /// is not valid in its country's numbering plan or cannot receive SMS, is 422
+    /// `invalid_number`.
+    #[param(example = "+447400123456", pattern = r"^\+[1-9][0-9]{6,14}$")]
     pub e164: String,
 }
 
@@ -376,3 +460,71 @@ async fn put_consent() {}
     ),
 )]
 async fn delete_consent() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compliance::number::E164_PATTERN;
+
+    #[test]
+    fn texts_of_the_documented_length_fit_in_their_segments_whatever_the_characters() {
+        for segments in [1, 2, 3, 7, 10, 255] {
+            let n = chars_in_segments(segments) as usize;
+            // GSM, GSM extension (2 septets), UCS-2 in the BMP, outside it (2 units), mixes.
+            for unit in ["a", "€", "ж", "😀", "a😀", "😀a", "😀😀a", "ж€"] {
+                let text: String = unit.chars().cycle().take(n).collect();
+                let plan = encoding::plan(&text);
+                assert!(plan.segments <= segments, "{n} × {unit:?}: {plan:?}");
+            }
+            // The bound is tight: one more character outside the BMP needs another part.
+            let over: String = "😀".repeat(n + 1);
+            assert!(encoding::plan(&over).segments > segments, "{segments}");
+        }
+    }
+
+    #[test]
+    fn the_annotations_carry_the_bounds_of_the_default_configuration() {
+        let countries = concat!(env!("CARGO_MANIFEST_DIR"), "/config/countries.toml");
+        let rules = RuleBook::load(std::path::Path::new(countries)).expect("countries.toml");
+        let bounds = TextBounds::of(&MessagesConfig::default(), &rules);
+        // 10 segments of 33, less the longest appended opt-out text (BR's, and a space).
+        assert_eq!(
+            bounds.max_chars,
+            10 * 33 - " Responda SAIR para cancelar".len() as u32
+        );
+        assert_eq!(bounds.max_validity_s, 72 * 3600);
+        let served: Value = serde_json::from_str(&document(bounds)).expect("JSON");
+        assert_eq!(&served, annotated(), "the annotations say other bounds");
+
+        let limits = MessagesConfig {
+            max_segments: 2,
+            max_validity_s: 60,
+            ..MessagesConfig::default()
+        };
+        let bounds = TextBounds::of(&limits, &RuleBook::permissive());
+        assert_eq!(bounds.max_chars, 66);
+        let served: Value = serde_json::from_str(&document(bounds)).expect("JSON");
+        let text = &served["components"]["schemas"]["SendRequest"]["properties"];
+        assert_eq!(text["text"]["maxLength"], 66);
+        assert_eq!(text["validity_s"]["maximum"], 60);
+    }
+
+    #[test]
+    fn recipients_are_documented_with_the_parsers_pattern() {
+        let doc = annotated();
+        let to = &doc["components"]["schemas"]["SendRequest"]["properties"]["to"];
+        assert_eq!(to["pattern"], E164_PATTERN);
+        let mut params = 0;
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for op in item.as_object().expect("path item").values() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    if p["name"] == "e164" {
+                        assert_eq!(p["schema"]["pattern"], E164_PATTERN, "{path}");
+                        params += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(params, 6, "GET/PUT/DELETE of opt-outs and consents");
+    }
+}

@@ -205,6 +205,11 @@ impl Admission {
         Ok(self)
     }
 
+    /// The configured message limits (`[messages]`).
+    pub fn limits(&self) -> &MessagesConfig {
+        &self.limits
+    }
+
     /// The rules in force.
     pub fn rules(&self) -> Arc<RuleBook> {
         self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()

@@ -129,11 +129,23 @@ fn receiving_e164(to: &str) -> Option<Recipient> {
 /// Most digits an E.164 number has (country code included).
 const E164_MAX_DIGITS: usize = 15;
 
+/// The written form the API documents for a recipient (`to`, `{e164}`): `+`, a country
+/// code (never starting with 0) and at most [`E164_MAX_DIGITS`] digits in all, at least
+/// 7 (no valid number that can receive SMS is shorter). [`parse_recipient`] also reads
+/// other forms (spaces, punctuation, surrounding blanks), so the pattern is stricter than
+/// the parser; a string matching it can still be refused `invalid_number` when it is not
+/// a valid number in its country's numbering plan (libphonenumber's metadata decides).
+pub const E164_PATTERN: &str = r"^\+[1-9][0-9]{6,14}$";
+
 /// `+` and only digits, at most [`E164_MAX_DIGITS`]: the country code (the digits'
 /// prefix that libphonenumber knows as one; codes are prefix-free) and the rest.
 fn split_e164(to: &str) -> Option<(u16, &str)> {
     let digits = to.strip_prefix('+')?;
-    if digits.len() > E164_MAX_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    // No country code starts with 0: "+044…" must not read as +44 (and be kept, not canonical).
+    if digits.len() > E164_MAX_DIGITS
+        || digits.starts_with('0')
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let database = &*phonenumber::metadata::DATABASE;
@@ -308,6 +320,58 @@ mod tests {
             );
         }
         assert!(parse_recipient_uncached("+44 7400 123456").is_ok());
+    }
+
+    #[test]
+    fn every_example_number_that_can_receive_sms_matches_the_documented_pattern() {
+        let pattern = regex::Regex::new(E164_PATTERN).expect("E164_PATTERN compiles");
+        let numbers = crate::compliance::numbering::example_numbers();
+        let mut receiving = 0;
+        for n in &numbers {
+            if let Ok(r) = parse_recipient_uncached(n) {
+                assert!(pattern.is_match(&r.e164), "{n} ({})", r.e164);
+                receiving += 1;
+            }
+        }
+        assert!(receiving > 200, "only {receiving} examples can receive SMS");
+        // Every length the metadata allows a mobile number is inside the bounds (a number
+        // that can receive SMS is typed mobile, or fixed-line-or-mobile when it matches
+        // both patterns; some fixed-line plans, Germany's, go beyond 15 digits).
+        for meta in phonenumber::metadata::DATABASE.iter() {
+            let code = meta.country_code().to_string().len();
+            if let Some(desc) = meta.descriptors().mobile() {
+                for &len in desc.possible_length() {
+                    let digits = code + usize::from(len);
+                    assert!(
+                        (7..=E164_MAX_DIGITS).contains(&digits),
+                        "{} +{}: {digits} digits",
+                        meta.id(),
+                        meta.country_code()
+                    );
+                }
+            }
+        }
+        // Short, long and national forms: the pattern and the parser both refuse them.
+        for n in ["0", "+", "+123456", "+1234567890123456", "447400123456"] {
+            assert!(!pattern.is_match(n), "{n}");
+            assert!(parse_recipient_uncached(n).is_err(), "{n}");
+        }
+        // The parser reads forms the pattern refuses (it is stricter, never looser).
+        for n in ["+44 7400 123456", " +447400123456", "+44 (0)7400 123456"] {
+            assert!(!pattern.is_match(n), "{n}");
+            let r = parse_recipient_uncached(n).unwrap_or_else(|e| panic!("{n}: {e}"));
+            assert!(pattern.is_match(&r.e164), "{n} → {r:?}");
+        }
+        // A 0 before the country code is not E.164: it once read "+044…" as +44 and kept
+        // the 0 in the stored number (so an opt-out of +44… did not match it).
+        for n in ["+0447400123456", "+012025550143"] {
+            let answer = parse_recipient_uncached(n);
+            assert!(
+                answer.as_ref().is_err_and(|e| e.code() == "invalid_number"),
+                "{n}: {answer:?}"
+            );
+            assert_eq!(parse_recipient(n), answer, "{n}");
+        }
     }
 
     #[test]

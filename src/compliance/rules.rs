@@ -279,6 +279,11 @@ impl RuleBook {
     pub fn countries(&self) -> impl Iterator<Item = &str> {
         self.countries.keys().map(String::as_str)
     }
+
+    /// Every rule set in the book: the default's and each country's.
+    pub fn all(&self) -> impl Iterator<Item = &CountryRules> {
+        self.default.iter().chain(self.countries.values())
+    }
 }
 
 fn resolve(country: &str, p: Partial) -> Result<CountryRules, RulesError> {

@@ -1,9 +1,15 @@
 //! `GET /openapi.json`: fetched over HTTP from a running gateway, it is an
 //! OpenAPI 3.x document that lists every route the router serves (and nothing
-//! else), whose `$ref`s all resolve, and whose operations answer what they say
-//! they answer.
+//! else), whose `$ref`s all resolve, whose operations answer what they say
+//! they answer, and whose patterns and bounds are the handlers' input checks
+//! ([`bounds`]): requests valid against it pass them, values just outside are
+//! refused with the code its descriptions name.
 
+#[path = "../common/mod.rs"]
 mod common;
+
+mod bounds;
+mod support;
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -11,127 +17,9 @@ use common::{Harness, KEY};
 use reqwest::Method;
 use serde_json::{Value, json};
 use smsgate_loadtest::sim::SimConfig;
-
-/// Every (method, path) the router in `src/api/mod.rs` serves. A route added
-/// there must be added here and documented with `#[utoipa::path]` (listed in
-/// `src/api/openapi.rs`).
-const ROUTES: &[(&str, &str)] = &[
-    ("post", "/v1/messages"),
-    ("post", "/v1/messages/batch"),
-    ("get", "/v1/messages/{id}"),
-    ("get", "/v1/inbound"),
-    ("get", "/v1/opt-outs/{e164}"),
-    ("put", "/v1/opt-outs/{e164}"),
-    ("delete", "/v1/opt-outs/{e164}"),
-    ("get", "/v1/consents/{e164}"),
-    ("put", "/v1/consents/{e164}"),
-    ("delete", "/v1/consents/{e164}"),
-    ("post", "/admin/reload"),
-    ("get", "/admin/dlr/unmatched"),
-    ("get", "/metrics"),
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/openapi.json"),
-];
-
-const METHODS: &[&str] = &[
-    "get", "put", "post", "delete", "options", "head", "patch", "trace",
-];
-
-/// A recipient that admission accepts (GB mobile).
-const TO: &str = "+447400123456";
-
-async fn fetch_document(h: &Harness) -> (String, Value) {
-    // No Authorization header: the document is public.
-    let resp = h
-        .http
-        .get(format!("{}/openapi.json", h.base))
-        .send()
-        .await
-        .expect("GET /openapi.json");
-    assert_eq!(resp.status().as_u16(), 200);
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        content_type.starts_with("application/json"),
-        "content-type {content_type}"
-    );
-    let text = resp.text().await.expect("body");
-    let doc: Value = serde_json::from_str(&text).expect("/openapi.json is JSON");
-    (text, doc)
-}
-
-/// (method, path) pairs the document lists.
-fn documented(doc: &Value) -> BTreeSet<(String, String)> {
-    let paths = doc["paths"].as_object().expect("paths is an object");
-    let mut out = BTreeSet::new();
-    for (path, item) in paths {
-        for method in METHODS {
-            if item.get(*method).is_some() {
-                out.insert((method.to_string(), path.clone()));
-            }
-        }
-    }
-    out
-}
-
-/// Follows a local JSON pointer (`#/components/schemas/X`).
-fn resolve<'a>(doc: &'a Value, reference: &str) -> Option<&'a Value> {
-    let pointer = reference.strip_prefix('#')?;
-    doc.pointer(pointer)
-}
-
-/// Every `$ref` string anywhere in `v`.
-fn refs(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Object(map) => {
-            for (k, v) in map {
-                match (k.as_str(), v) {
-                    ("$ref", Value::String(r)) => out.push(r.clone()),
-                    _ => refs(v, out),
-                }
-            }
-        }
-        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
-        _ => {}
-    }
-}
-
-/// The component schema a response body points at, if any.
-fn response_schema<'a>(doc: &'a Value, op: &'a Value, status: u16) -> Option<&'a Value> {
-    let response = &op["responses"][status.to_string()];
-    let schema = &response["content"]["application/json"]["schema"];
-    let reference = schema["$ref"].as_str()?;
-    resolve(doc, reference)
-}
-
-/// Checks a JSON body against an object schema's property names: every
-/// required property is there and nothing undocumented is.
-fn check_shape(what: &str, schema: &Value, body: &Value) {
-    let Some(props) = schema["properties"].as_object() else {
-        return;
-    };
-    let body = body
-        .as_object()
-        .unwrap_or_else(|| panic!("{what}: body is not an object: {body}"));
-    for key in body.keys() {
-        assert!(
-            props.contains_key(key),
-            "{what}: body field {key:?} is not in the schema ({body:?})"
-        );
-    }
-    for required in schema["required"].as_array().into_iter().flatten() {
-        let required = required.as_str().unwrap();
-        assert!(
-            body.contains_key(required),
-            "{what}: required field {required:?} missing from {body:?}"
-        );
-    }
-}
+use support::{
+    ROUTES, TO, check_shape, documented, fetch_document, refs, resolve, response_schema,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_document_is_openapi_3_and_lists_every_route() {
