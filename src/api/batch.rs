@@ -153,6 +153,7 @@ impl BatchResult {
         (status = 400, description = "`malformed_request`: not JSON, no `messages` array, not 1 to 1,000 messages, or a malformed Idempotency-Key.", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "`unauthorized`.", body = super::openapi::ErrorEnvelope),
         (status = 409, description = "`idempotency_conflict`: the first request with this Idempotency-Key is still being processed.", body = super::openapi::ErrorEnvelope),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `http.body_timeout_s`; the connection closes.", body = super::openapi::ErrorEnvelope),
         (status = 413, description = "`payload_too_large`: body over `http.max_batch_body_bytes`.", body = super::openapi::ErrorEnvelope),
         (status = 422, description = "`batch_refused`: no message was accepted; `results` says why for each. (`idempotency_mismatch`, in the error envelope: the Idempotency-Key was first used with another body.)", body = BatchRefused),
         (status = 429, description = "`rate_limited` (the account's messages/s) or `quota_exceeded` (its daily quota): nothing was accepted.", body = super::openapi::ErrorEnvelope,

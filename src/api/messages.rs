@@ -183,6 +183,7 @@ impl From<&Message> for MessageView {
         (status = 400, description = "`malformed_request`: not JSON, wrong types, no `to` or `text`, an empty `text`, no `from` (and no `default_from`), a `callback_url` that is not http(s), an unknown `kind`, a malformed Idempotency-Key.", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "`unauthorized`.", body = super::openapi::ErrorEnvelope),
         (status = 409, description = "`idempotency_conflict`: the first request with this Idempotency-Key is still being processed.", body = super::openapi::ErrorEnvelope),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `http.body_timeout_s`; the connection closes.", body = super::openapi::ErrorEnvelope),
         (status = 413, description = "`payload_too_large`.", body = super::openapi::ErrorEnvelope),
         (status = 422, description = "Admission refused: `invalid_number`, `unsupported_country`, `opted_out`, `consent_required`, `sender_not_allowed`, `sender_not_owned`, `content_blocked`, `template_not_registered`, `opt_out_text_missing`, `quiet_hours`, `frequency_capped`, `text_too_long`, `validity_invalid`; `idempotency_mismatch`: the Idempotency-Key was first used with another body.", body = super::openapi::ErrorEnvelope),
         (status = 503, description = "`overloaded` (backlog full) or `store_unavailable`; nothing was accepted.", body = super::openapi::ErrorEnvelope,

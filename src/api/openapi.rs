@@ -222,6 +222,9 @@ pub enum ErrorCode {
     IdempotencyConflict,
     /// [422] The Idempotency-Key was first used with a different request body.
     IdempotencyMismatch,
+    /// [408] The request head (`http.header_timeout_s`) or body
+    /// (`http.body_timeout_s`) did not arrive in time; the connection closes.
+    RequestTimeout,
     /// [413] Body over `http.max_body_bytes`.
     PayloadTooLarge,
     /// [422] Not E.164, not a valid number, or a number that cannot receive SMS.
