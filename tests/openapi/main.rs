@@ -264,7 +264,15 @@ async fn every_documented_operation_answers_as_documented() {
             (200..300).contains(&status),
             "{method} {path} answered {status}: {text}"
         );
-        if let Some(schema) = response_schema(&doc, op, status) {
+        // The document itself is free-form JSON (the other tests read it);
+        // every other JSON body must have a schema the shape check can use.
+        let own_document = path == "/openapi.json";
+        let schema = if own_document {
+            None
+        } else {
+            response_schema(&doc, op, status)
+        };
+        if let Some(schema) = schema {
             let body: Value = serde_json::from_str(&text)
                 .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
             check_shape(&format!("{method} {path}"), schema, &body);

@@ -99,17 +99,19 @@ pub fn refs(v: &Value, out: &mut Vec<String>) {
 /// The component schema a response body points at, if any.
 pub fn response_schema<'a>(doc: &'a Value, op: &'a Value, status: u16) -> Option<&'a Value> {
     let response = &op["responses"][status.to_string()];
-    let schema = &response["content"]["application/json"]["schema"];
-    let reference = schema["$ref"].as_str()?;
-    resolve(doc, reference)
+    let schema = response["content"]["application/json"].get("schema")?;
+    let reference = schema["$ref"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a {status} JSON body's schema is not a $ref: {schema}"));
+    Some(resolve(doc, reference).unwrap_or_else(|| panic!("{reference} does not resolve")))
 }
 
 /// Checks a JSON body against an object schema's property names: every
 /// required property is there and nothing undocumented is.
 pub fn check_shape(what: &str, schema: &Value, body: &Value) {
-    let Some(props) = schema["properties"].as_object() else {
-        return;
-    };
+    let props = schema["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: the schema has no properties to check: {schema}"));
     let body = body
         .as_object()
         .unwrap_or_else(|| panic!("{what}: body is not an object: {body}"));
