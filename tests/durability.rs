@@ -281,11 +281,15 @@ async fn an_idempotency_key_sends_once_and_answers_the_same_also_after_a_restart
         .await
         .expect("up");
     assert_ne!(other.1["id"], first.1["id"]);
-    let id = first.1["id"].as_str().expect("id").to_owned();
+    // Both messages (order-42's and order-43's) delivered before counting.
+    let ids: Vec<String> = [&first.1["id"], &other.1["id"]]
+        .iter()
+        .map(|id| id.as_str().expect("id").to_owned())
+        .collect();
     wait_all(
         &client,
         &gw.base,
-        &[id],
+        &ids,
         "delivered",
         Duration::from_secs(20),
     )

@@ -203,7 +203,13 @@ async fn two_nodes_share_messages_idempotency_keys_and_opt_outs() {
         let resp = http
             .post(format!("{base}/v1/messages"))
             .bearer_auth("other-key")
-            .json(&notice(&format!("+44740010010{i}"), "limited"))
+            // "ACME" is the test account's own sender; "other" lists none.
+            .json(&serde_json::json!({
+                "to": format!("+44740010010{i}"),
+                "from": "OTHER",
+                "text": "limited",
+                "kind": "transactional"
+            }))
             .send()
             .await
             .expect("POST");

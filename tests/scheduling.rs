@@ -141,7 +141,12 @@ async fn a_small_account_is_not_stuck_behind_a_big_ones_blast() {
     // question is how long B waits once it is queued.
     let b_queued_at = h.sim.submits().len();
     let small = (0..50)
-        .map(|i| marketing(&number(500_000 + i), &format!("B {i}")))
+        .map(|i| {
+            // B sends from a sender of its own ("ACME" is A's).
+            let mut m = marketing(&number(500_000 + i), &format!("B {i}"));
+            m["from"] = json!("OTHER");
+            m
+        })
         .collect();
     send_all(&h, "other-key", small).await;
     wait_records(&h, "B's 50", |r| {
