@@ -770,4 +770,18 @@ mod tests {
         let err = Config::parse("[http]\nlisten_on = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("listen_on"), "{err}");
     }
+
+    #[test]
+    fn read_deadlines_default_to_10_and_30_s_and_zero_is_refused() {
+        let http = HttpConfig::default();
+        assert_eq!((http.header_timeout_s, http.body_timeout_s), (10, 30));
+        let example = include_str!("../config/smsgate.toml");
+        for (field, default) in [("header_timeout_s", 10), ("body_timeout_s", 30)] {
+            let line = format!("{field} = {default}\n");
+            assert!(example.contains(&line), "the example shows {field}");
+            let text = example.replace(&line, &format!("{field} = 0\n"));
+            let err = Config::parse(&text).unwrap_err();
+            assert!(err.to_string().contains("timeout_s"), "{field}: {err}");
+        }
+    }
 }
